@@ -1,0 +1,52 @@
+# kiln: thin wrapper over CMake. `make` builds, `make test` installs deps, builds and runs every
+# test (plus an ASan+UBSan build unless SANITIZE=0), `make demo` runs the main example,
+# `make bench B=<name>` runs one benchmark (all when B is empty).
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+JOBS ?= $(shell nproc)
+SANITIZE ?= 1
+B ?=
+
+.PHONY: all deps build test test-fast test-asan demo bench docs format clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: deps build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+ifeq ($(SANITIZE),1)
+	$(MAKE) test-asan
+endif
+
+test-fast: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test-asan:
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_SANITIZE=ON \
+	      -DKILN_BUILD_BENCH=OFF
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 KILN_TEST_QUICK=1 \
+	      ctest --output-on-failure -j $(JOBS)
+
+demo: deps build
+	./$(BUILD)/autograd_basics
+
+bench: deps build
+	@bash bench/run.sh "$(B)"
+
+docs: build
+	./$(BUILD)/kiln ops --markdown > docs/ops.md
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)
