@@ -67,7 +67,6 @@ kn_status kn_gradcheck(kn_gradcheck_fn f, void *user, kn_tensor *const *inputs, 
         st = kn_grad(&out, 1, &w, inputs, ninputs, false, grads);
         if (st) goto done;
     }
-    bool prev = kn_no_grad_begin();
     for (int i = 0; i < ninputs && st == KN_OK; i++) {
         kn_tensor *x = inputs[i];
         kn_tensor *g = kn__contig(grads[i]);
@@ -99,7 +98,6 @@ kn_status kn_gradcheck(kn_gradcheck_fn f, void *user, kn_tensor *const *inputs, 
         }
         kn_tensor_free(g);
     }
-    kn_no_grad_end(prev);
 done:
     kn_scope_end(scope);
     return st;

@@ -102,6 +102,7 @@ static void emit(pctx *p, sbuf *b, int dim, int64_t *idx, int indent) {
         return;
     }
     int64_t n = t->shape[dim];
+    int col = 0;
     sb_add(b, "[");
     for (int64_t i = 0; i < n; i++) {
         if (p->summarise && n > 2 * EDGE && i == EDGE) {
@@ -115,7 +116,17 @@ static void emit(pctx *p, sbuf *b, int dim, int64_t *idx, int indent) {
             i = n - EDGE;
         }
         idx[dim] = i;
-        if (i > 0 && dim == t->ndim - 1) sb_add(b, " ");
+        if (i > 0 && dim == t->ndim - 1) {
+            /* wrap like PyTorch's linewidth=80: as many "value, " cells as fit */
+            int per_line = (80 - indent) / (p->width + 2);
+            if (per_line < 1) per_line = 1;
+            if (++col >= per_line) {
+                sb_add(b, "\n%*s", indent + 1, "");
+                col = 0;
+            } else {
+                sb_add(b, " ");
+            }
+        }
         emit(p, b, dim + 1, idx, indent + 1);
         if (i < n - 1) {
             sb_add(b, ",");
