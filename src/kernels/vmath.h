@@ -2,6 +2,7 @@
  * vmath.h - branch-free f32 math that GCC auto-vectorizes (exp, log, tanh, sigmoid, erf).
  * Used by the fast f32 kernels; the reference kernels use libm. Accuracy: exp/log within ~2 ULP,
  * tanh/sigmoid within ~3e-7 relative, erf within 1.5e-7 absolute (Abramowitz-Stegun 7.1.26).
+ * Needs -fno-trapping-math (set by CMake) for floorf to vectorise.
  * Cephes-style range reduction and polynomials (the algorithms are textbook; no code copied).
  */
 #ifndef KILN_VMATH_H
@@ -24,8 +25,10 @@ static inline int32_t kn__f2bits(float f) {
 
 /* exp(x): x = n ln2 + r, |r| <= ln2/2, exp(r) by a degree-6 polynomial, 2^n by exponent bits. */
 static inline float kn__expf(float x) {
-    x = fminf(fmaxf(x, -87.33654f), 88.72283f);
-    float n = __builtin_roundf(x * 1.44269504088896341f);
+    /* ternaries, not fminf/fmaxf, and floorf under -fno-trapping-math: GCC vectorises those */
+    x = x < -87.33654f ? -87.33654f : x;
+    x = x > 88.72283f ? 88.72283f : x;
+    float n = floorf(x * 1.44269504088896341f + 0.5f);
     float r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
     float p = 1.9875691500E-4f;
@@ -82,7 +85,7 @@ static inline float kn__tanhf(float x) {
     p = p * z + 1.33314422036E-1f;
     p = p * z - 3.33332819422E-1f;
     float small = x + x * z * p;
-    float e = kn__expf(2.0f * fminf(a, 9.0f));
+    float e = kn__expf(2.0f * (a < 9.0f ? a : 9.0f));
     float big = 1.0f - 2.0f / (e + 1.0f);
     big = x < 0 ? -big : big;
     return a < 0.625f ? small : big;

@@ -135,7 +135,7 @@ CLONES static void unary_f32_fast(void *args, int64_t n, char **p, const int64_t
     case U_TANH: FAST_LOOP(kn__tanhf(v));
     case U_SIGMOID: FAST_LOOP(kn__sigmoidf(v));
     case U_RELU: FAST_LOOP(v > 0.0f ? v : (v != v ? v : 0.0f));
-    case U_RELU6: FAST_LOOP(v != v ? v : fminf(fmaxf(v, 0.0f), 6.0f));
+    case U_RELU6: FAST_LOOP(v != v ? v : (v < 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v)));
     case U_LEAKY: FAST_LOOP(v > 0.0f ? v : v * p0);
     case U_GELU:
         if (a->p0 != 0)
