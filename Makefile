@@ -43,7 +43,7 @@ bench: deps build
 	@bash bench/run.sh "$(B)"
 
 docs: build
-	./$(BUILD)/kiln ops --markdown > docs/ops.md
+	/usr/bin/python3 tools/gen_ops_doc.py $(BUILD) > docs/ops.md
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
