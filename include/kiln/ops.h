@@ -193,7 +193,7 @@ typedef struct kn_loss_opts {
     int64_t ignore_index;   /* class-index targets equal to this are skipped; default -100 */
     bool has_ignore_index;  /* false: use -100 like PyTorch */
     double label_smoothing; /* cross_entropy only */
-    double beta;            /* smooth_l1 only; 0 means 1.0 */
+    double beta;            /* unused; kn_smooth_l1_loss takes beta (0 = plain L1, like PyTorch) */
     kn_tensor *weight;      /* per-class weight (C) or NULL (cross_entropy, nll) */
 } kn_loss_opts;
 /* logits (N, C) or (N, C, d...), target i64 class indices (N) / (N, d...). opts may be NULL. */

@@ -264,7 +264,8 @@ kn_tensor *kn_linspace(double start, double end, int64_t steps, kn_dtype dt) {
     /* like PyTorch: the first half counts from start, the second half back from end */
     int64_t half = steps / 2;
     for (int64_t i = 0; i < steps; i++) {
-        double v = i < half ? start + step * (double)i : end - step * (double)(steps - 1 - i);
+        double v = steps == 1 ? start
+                   : i < half ? start + step * (double)i : end - step * (double)(steps - 1 - i);
         kn__store_f64(dt, kn__ptr(t) + i * es, v);
     }
     return kn__scope_adopt(t);
