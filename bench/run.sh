@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# bench/run.sh - kiln's benchmark entry (`make bench B=<name>`): runs kiln and PyTorch alternately
+# (kiln, torch, kiln, torch, ...) for BENCH_ROUNDS rounds, then prints one line per case with the
+# median over rounds and ratio_vs_pytorch = torch_ms / kiln_ms (> 1: kiln faster), and a summary.
+# It appends nothing to docs/; raw lines are kept in bench/out/<name>-<time>.raw.
+#
+# Usage: bash bench/run.sh [gemm|ops]        (no argument: all)
+# Environment:
+#   BENCH_ROUNDS=3        rounds of (kiln, torch) per benchmark
+#   BENCH_QUICK=1         1 warm-up + 2 timed calls per case: a pipeline check, not a measurement
+#   BENCH_TARGET_S=0.4    timed seconds per case per round (reps clamped to [5, 200])
+#   BENCH_OPS=a,b         only these op cases (names as in bench_ops.c / peer_torch.py)
+#   GEMM_SIZES=256,512,1024,2048   GEMM_THREADS="1 2"
+#   OPS_THREADS=2         kiln's thread count for the ops benchmark
+#   TORCH_OPS_CFGS="1:2 2:1"   torch_threads:openblas_threads settings for ops; best one reported
+#   BUILD=build           build folder holding bench_gemm and bench_ops
+#   BENCH_PYTHON=/usr/bin/python3
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+
+B=${1:-}
+BUILD=${BUILD:-build}
+ROUNDS=${BENCH_ROUNDS:-3}
+PY=${BENCH_PYTHON:-/usr/bin/python3}
+GEMM_SIZES=${GEMM_SIZES:-256,512,1024,2048}
+GEMM_THREADS=${GEMM_THREADS:-1 2}
+OPS_THREADS=${OPS_THREADS:-2}
+TORCH_OPS_CFGS=${TORCH_OPS_CFGS:-1:2 2:1}
+BENCH_OPS=${BENCH_OPS:-}
+
+case "$B" in
+  "") names=(gemm ops) ;;
+  gemm | ops) names=("$B") ;;
+  *)
+    echo "bench/run.sh: unknown benchmark '$B' (known: gemm, ops; empty for all)" >&2
+    exit 2
+    ;;
+esac
+if ! [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "bench/run.sh: BENCH_ROUNDS must be a positive integer, got '$ROUNDS'" >&2
+  exit 2
+fi
+
+have_torch=0
+if [ -x "$PY" ] && "$PY" -c 'import torch' >/dev/null 2>&1; then
+  have_torch=1
+else
+  echo "bench/run.sh: PyTorch not importable with $PY: kiln numbers only, no ratios" \
+       "(install the peer with KILN_DEPS_BENCH=1 make deps)" >&2
+fi
+
+mkdir -p bench/out
+stamp=$(date +%Y%m%d-%H%M%S)
+rc=0
+
+say() { echo "[bench] $*" >&2; }
+
+for name in "${names[@]}"; do
+  bin="$BUILD/bench_$name"
+  if [ ! -x "$bin" ]; then
+    echo "bench/run.sh: $bin not built (run 'make build' first)" >&2
+    rc=1
+    continue
+  fi
+  raw="bench/out/$name-$stamp.raw"
+  {
+    echo "# bench=$name date=$(date -Is) host=$(hostname) nproc=$(nproc) rounds=$ROUNDS" \
+         "quick=${BENCH_QUICK:-0} rev=$(git rev-parse --short HEAD 2>/dev/null || echo none)"
+    echo "# loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,)"
+  } >"$raw"
+  start=$(date +%s)
+  for ((r = 1; r <= ROUNDS; r++)); do
+    if [ "$name" = gemm ]; then
+      say "gemm round $r/$ROUNDS: kiln (threads ${GEMM_THREADS// /,})"
+      "$bin" --threads "${GEMM_THREADS// /,}" --sizes "$GEMM_SIZES" >>"$raw" || rc=1
+      if [ $have_torch = 1 ]; then
+        for t in $GEMM_THREADS; do
+          say "gemm round $r/$ROUNDS: torch (torch $t + OpenBLAS $t threads)"
+          OPENBLAS_NUM_THREADS=$t "$PY" bench/peer_torch.py gemm --torch-threads "$t" \
+            --blas-threads "$t" --sizes "$GEMM_SIZES" >>"$raw" || rc=1
+        done
+      fi
+    else
+      ops_arg=()
+      [ -n "$BENCH_OPS" ] && ops_arg=(--ops "$BENCH_OPS")
+      say "ops round $r/$ROUNDS: kiln (threads $OPS_THREADS)"
+      "$bin" --threads "$OPS_THREADS" "${ops_arg[@]}" >>"$raw" || rc=1
+      if [ $have_torch = 1 ]; then
+        for cfg in $TORCH_OPS_CFGS; do
+          t=${cfg%%:*} b=${cfg##*:}
+          say "ops round $r/$ROUNDS: torch (torch $t + OpenBLAS $b threads)"
+          OPENBLAS_NUM_THREADS=$b "$PY" bench/peer_torch.py ops --torch-threads "$t" \
+            --blas-threads "$b" "${ops_arg[@]}" >>"$raw" || rc=1
+        done
+      fi
+    fi
+  done
+  echo "# loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,)" \
+       "seconds=$(($(date +%s) - start))" >>"$raw"
+  say "$name: raw lines in $raw ($(($(date +%s) - start)) s)"
+  grep '^#' "$raw"
+  if [ -x "$PY" ]; then
+    "$PY" bench/peer_torch.py aggregate "$raw" || rc=1
+  else
+    grep '^raw ' "$raw"
+  fi
+done
+exit $rc
