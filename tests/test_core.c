@@ -302,6 +302,36 @@ static void test_inplace(void) {
     kn_scope_end(s);
 }
 
+/* out-of-memory on any allocation gives KN_ENOMEM and no crash or leak */
+static void test_alloc_failure_injection(void) {
+    size_t live = kn_live_tensors();
+    for (long n = 1; n <= 12; n++) {
+        kn_scope s = kn_scope_begin();
+        kn_tensor *x = kn_ones(KN_F32, 2, (int64_t[]){64, 64});
+        kn__alloc_fail_after(n);
+        kn_tensor *y = kn_sum(kn_exp(kn_add(x, x)), (int[]){1}, 1, false);
+        kn__alloc_fail_after(0);
+        if (!y) KT_EQ_INT(KN_ENOMEM, kn_last_status());
+        kn_scope_end(s);
+    }
+    KT_EQ_INT(live, kn_live_tensors());
+}
+
+/* large buffers are reused from the cache after free, and trimming releases them */
+static void test_buffer_cache(void) {
+    kn_memory_trim();
+    kn_tensor *a = kn_zeros(KN_F32, 1, (int64_t[]){1 << 20});
+    void *pa = kn_tensor_data(a);
+    kn_tensor_free(a);
+    KT_TRUE(kn_memory_cached() >= (size_t)4 << 20);
+    kn_tensor *b = kn_zeros(KN_F32, 1, (int64_t[]){(1 << 20) - 100});
+    KT_TRUE(kn_tensor_data(b) == pa); /* same block, no new pages */
+    KT_NEAR(0, kn_tensor_get(b, (int64_t[]){5}), 0);
+    kn_tensor_free(b);
+    kn_memory_trim();
+    KT_EQ_INT(0, kn_memory_cached());
+}
+
 int main(void) {
     KT_RUN(test_create_and_inspect);
     KT_RUN(test_errors);
@@ -315,5 +345,7 @@ int main(void) {
     KT_RUN(test_printing);
     KT_RUN(test_rng);
     KT_RUN(test_inplace);
+    KT_RUN(test_alloc_failure_injection);
+    KT_RUN(test_buffer_cache);
     return kt_finish();
 }
