@@ -28,6 +28,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels/vmath.h"
 #include "ops/op_impl.h"
 
 #define PAR_MIN 32768
@@ -50,35 +51,8 @@ static inline void st(char *p, kn_dtype dt, int64_t i, double v) {
     else ((double *)p)[i] = v;
 }
 
-/* ---- vectorizable exp for x <= 0 (the softmax argument x - max): inputs below -104 are clamped
- * through an unsigned compare of the bit pattern (which GCC vectorizes for AVX2 as well), then
- * Cephes' exp polynomial; ~1 ULP. Callers guarantee finite arguments. ---- */
-static inline float ls_expf_neg(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    u = u < 0xC2D00000u ? u : 0xC2D00000u; /* -104.0f: more negative floats have larger bits */
-    float xc;
-    memcpy(&xc, &u, 4);
-    float t = xc * 1.44269504088896341f + 12582912.0f; /* round(x log2 e) in the low bits */
-    int32_t ni;
-    memcpy(&ni, &t, 4);
-    ni -= 0x4B400000;
-    float n = t - 12582912.0f;
-    float r = xc - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500E-4f;
-    p = p * r + 1.3981999507E-3f;
-    p = p * r + 8.3334519073E-3f;
-    p = p * r + 4.1665795894E-2f;
-    p = p * r + 1.6666665459E-1f;
-    p = p * r + 5.0000001201E-1f;
-    p = p * r * r + r + 1.0f;
-    int32_t h = ni >> 1, b1 = (h + 127) << 23, b2 = (ni - h + 127) << 23;
-    float s1, s2;
-    memcpy(&s1, &b1, 4);
-    memcpy(&s2, &b2, 4);
-    return p * s1 * s2;
-}
+/* exp of the softmax argument x - max (<= 0): the shared vectorised exp */
+#define ls_expf_neg kn__expf
 
 /* ================= class-index losses: shared geometry and data ================= */
 /* logits x (N, C, d1..) viewed as (N, C, S), or (C) with a 0-d target (N = S = 1).

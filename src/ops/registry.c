@@ -33,10 +33,3 @@ const char *kn_op_name(int i) {
     return NULL;
 }
 
-/* TEMPORARY while families are being written: weak empty tables. */
-__attribute__((weak)) const kn_opdef *const kn__ops_stats[] = {NULL};
-__attribute__((weak)) const kn_opdef *const kn__ops_linalg[] = {NULL};
-__attribute__((weak)) const kn_opdef *const kn__ops_conv[] = {NULL};
-__attribute__((weak)) const kn_opdef *const kn__ops_norm[] = {NULL};
-__attribute__((weak)) const kn_opdef *const kn__ops_loss[] = {NULL};
-__attribute__((weak)) const kn_opdef *const kn__ops_index[] = {NULL};

@@ -1,0 +1,82 @@
+/*
+ * conv.h - convolution and pooling kernels (NCHW, contiguous operands), used by src/ops/conv.c.
+ *
+ * Convolution runs as im2col + GEMM (kernels/gemm.h); this header gives the column transforms
+ * and the direct reference loops (the forward_ref of every conv op, and ground truth in tests).
+ * Pooling kernels work on `planes` = N*C independent H x W planes, in parallel over planes.
+ *
+ * Does not: check shapes (the ops validate them), allocate, or handle strides (callers pass
+ * contiguous buffers). Invariants: every output element is written by one thread in a fixed
+ * order, so results do not depend on the thread count; col2im and the pooling backward kernels
+ * ACCUMULATE into their output (callers zero it first).
+ */
+#ifndef KN_KERNELS_CONV_H
+#define KN_KERNELS_CONV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* One 2-D convolution: x (N, C, H, W), w (O, C/G, KH, KW), y (N, O, OH, OW). The bottom/right
+ * padding only shapes OH/OW, so it is not stored. */
+typedef struct kn_conv_geom {
+    int64_t N, C, H, W;
+    int64_t O, KH, KW;
+    int64_t OH, OW;
+    int64_t sh, sw; /* stride */
+    int64_t pt, pl; /* top/left padding */
+    int64_t dh, dw; /* dilation */
+    int64_t G;      /* groups */
+} kn_conv_geom;
+
+/* One 2-D pooling window geometry (PyTorch semantics, symmetric padding). */
+typedef struct kn_pool_geom {
+    int64_t H, W, OH, OW;
+    int64_t kh, kw, sh, sw, ph, pw, dh, dw;
+    bool count_include_pad; /* avg pool */
+} kn_pool_geom;
+
+#define KN_CONV_KERNELS(T, S)                                                                  \
+    /* col (Cg*KH*KW, (oh1-oh0)*OW) = patches of x (Cg, H, W) for output rows [oh0, oh1) */    \
+    void kn__im2col_##S(const T *x, const kn_conv_geom *g, int64_t Cg, int64_t oh0,            \
+                        int64_t oh1, T *col);                                                  \
+    /* gx (Cg, H, W) += scatter of col (Cg*KH*KW, (oh1-oh0)*OW) */                             \
+    void kn__col2im_##S(const T *col, const kn_conv_geom *g, int64_t Cg, int64_t oh0,          \
+                        int64_t oh1, T *gx);                                                   \
+    /* direct loops: y = conv(x, w) + b (b may be NULL) */                                     \
+    void kn__conv2d_direct_##S(const T *x, const T *w, const T *b, T *y, const kn_conv_geom *g); \
+    /* gx (N, C, H, W) = d/dx of sum(gy * conv(x, w)) */                                       \
+    void kn__conv2d_bwd_input_direct_##S(const T *gy, const T *w, T *gx,                       \
+                                         const kn_conv_geom *g);                               \
+    /* gw (O, C/G, KH, KW) = d/dw of sum(gy * conv(x, w)) */                                   \
+    void kn__conv2d_bwd_weight_direct_##S(const T *x, const T *gy, T *gw,                      \
+                                          const kn_conv_geom *g);                              \
+    /* C/G == 1 (depthwise and single-input-channel convs): direct loops, no GEMM. gx is     \
+     * accumulated into (zero or bias it first); scratch holds threads * KH*KW*OW elements */ \
+    void kn__dwconv2d_##S(const T *x, const T *w, const T *b, T *y, const kn_conv_geom *g);    \
+    void kn__dwconv2d_bwd_input_##S(const T *gy, const T *w, T *gx, const kn_conv_geom *g);    \
+    void kn__dwconv2d_bwd_weight_##S(const T *x, const T *gy, T *gw, const kn_conv_geom *g,    \
+                                     T *scratch);                                              \
+    /* y (planes, OH, OW) = max pool; idx (may be NULL) = flat index into each H*W plane */    \
+    void kn__maxpool2d_ref_##S(const T *x, T *y, int64_t *idx, const kn_pool_geom *p,          \
+                               int64_t planes);                                                \
+    void kn__maxpool2d_##S(const T *x, T *y, int64_t *idx, const kn_pool_geom *p,              \
+                           int64_t planes);                                                    \
+    /* gx (planes, H, W) = gy routed to each window's max (gx is overwritten) */               \
+    void kn__maxpool2d_bwd_##S(const T *gy, const T *x, T *gx, const kn_pool_geom *p,          \
+                               int64_t planes);                                                \
+    void kn__avgpool2d_##S(const T *x, T *y, const kn_pool_geom *p, int64_t planes);           \
+    /* gx (planes, H, W) = adjoint of avg pool applied to gy (gx is overwritten) */            \
+    void kn__avgpool2d_bwd_##S(const T *gy, T *gx, const kn_pool_geom *p, int64_t planes);     \
+    /* adaptive average pool (PyTorch windows floor(i*H/OH) .. ceil((i+1)*H/OH)) */            \
+    void kn__adaptive_avgpool2d_##S(const T *x, T *y, int64_t H, int64_t W, int64_t OH,        \
+                                    int64_t OW, int64_t planes);                               \
+    void kn__adaptive_avgpool2d_bwd_##S(const T *gy, T *gx, int64_t H, int64_t W, int64_t OH, \
+                                        int64_t OW, int64_t planes);                           \
+    /* y (planes) = mean of each plane of hw elements */                                       \
+    void kn__global_avgpool2d_##S(const T *x, T *y, int64_t hw, int64_t planes);
+
+KN_CONV_KERNELS(float, f32)
+KN_CONV_KERNELS(double, f64)
+#undef KN_CONV_KERNELS
+
+#endif
