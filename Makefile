@@ -39,7 +39,8 @@ test-asan:
 demo: deps build
 	./$(BUILD)/autograd_basics
 
-bench: deps build
+bench: build
+	@KILN_DEPS_BENCH=1 bash scripts/deps.sh
 	@bash bench/run.sh "$(B)"
 
 docs: build

@@ -413,20 +413,36 @@ void FN(maxpool2d)(const T *x, T *y, int64_t *idx, const kn_pool_geom *p, int64_
         LOCAL(maxpool_plane)(x + q * HW, y + q * OHW, idx ? idx + q * OHW : NULL, p);
 }
 
+/* Routes gy to each window's argmax. The argmax comes from the vectorised forward scan
+ * (maxpool_plane, same scan order as the reference, so the same element wins), into per-thread
+ * scratch; without scratch memory it falls back to the scalar scan. */
 void FN(maxpool2d_bwd)(const T *gy, const T *x, T *gx, const kn_pool_geom *p, int64_t planes) {
     const int64_t HW = p->H * p->W, OHW = p->OH * p->OW;
     int nth = kn__threads();
-#pragma omp parallel for num_threads(nth) if (planes * HW > 16384) schedule(static)
-    for (int64_t q = 0; q < planes; q++) {
-        const T *xp = x + q * HW, *gp = gy + q * OHW;
-        T *gxp = gx + q * HW;
-        memset(gxp, 0, sizeof(T) * (size_t)HW);
-        for (int64_t oh = 0; oh < p->OH; oh++)
-            for (int64_t ow = 0; ow < p->OW; ow++) {
-                int64_t a;
-                (void)LOCAL(max_window)(xp, p, oh, ow, &a);
-                if (a >= 0 && a < HW) gxp[a] += gp[oh * p->OW + ow];
+#pragma omp parallel num_threads(nth) if (planes * HW > 16384)
+    {
+        int64_t *ib = kn__malloc(sizeof(int64_t) * (size_t)OHW);
+        T *yb = ib ? kn__malloc(sizeof(T) * (size_t)OHW) : NULL;
+#pragma omp for schedule(static)
+        for (int64_t q = 0; q < planes; q++) {
+            const T *xp = x + q * HW, *gp = gy + q * OHW;
+            T *gxp = gx + q * HW;
+            memset(gxp, 0, sizeof(T) * (size_t)HW);
+            if (yb) {
+                LOCAL(maxpool_plane)(xp, yb, ib, p);
+                for (int64_t o = 0; o < OHW; o++)
+                    if (ib[o] >= 0 && ib[o] < HW) gxp[ib[o]] += gp[o];
+                continue;
             }
+            for (int64_t oh = 0; oh < p->OH; oh++)
+                for (int64_t ow = 0; ow < p->OW; ow++) {
+                    int64_t a;
+                    (void)LOCAL(max_window)(xp, p, oh, ow, &a);
+                    if (a >= 0 && a < HW) gxp[a] += gp[oh * p->OW + ow];
+                }
+        }
+        kn__free(yb);
+        kn__free(ib);
     }
 }
 
