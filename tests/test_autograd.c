@@ -28,6 +28,16 @@ static void test_simple_backward(void) {
     kn_scope_end(s);
 }
 
+/* regression: backward on a leaf (no graph at all) used to qsort a NULL node list (UBSan) */
+static void test_backward_on_leaf(void) {
+    kn_scope s = kn_scope_begin();
+    kn_tensor *x = kn_scalar(KN_F32, 3.0);
+    KT_OK(kn_tensor_set_requires_grad(x, true));
+    KT_OK(kn_backward(x, NULL));
+    KT_NEAR(1, kn_item(kn_tensor_grad(x)), 0);
+    kn_scope_end(s);
+}
+
 static void test_backward_errors(void) {
     kn_scope s = kn_scope_begin();
     kn_tensor *x = kn_ones(KN_F32, 1, (int64_t[]){3});
@@ -303,6 +313,7 @@ static void test_no_leaks_so_far(void) { KT_EQ_INT(0, kn_live_tensors()); }
 int main(void) {
     KT_RUN(test_simple_backward);
     KT_RUN(test_no_leaks_so_far);
+    KT_RUN(test_backward_on_leaf);
     KT_RUN(test_backward_errors);
     KT_RUN(test_no_grad_and_detach);
     KT_RUN(test_hessian_vector_product);

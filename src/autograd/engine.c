@@ -243,7 +243,7 @@ static kn_status run_backward(kn_tensor *const *roots, kn_tensor *const *seeds, 
     kn_scope scope = kn_scope_begin();
     st = collect(&w, roots, nroots);
     if (st != KN_OK) goto done;
-    qsort(w.nodes, (size_t)w.n, sizeof *w.nodes, cmp_seq_desc);
+    if (w.n > 1) qsort(w.nodes, (size_t)w.n, sizeof *w.nodes, cmp_seq_desc);
     w.gbuf = kn__calloc((size_t)(w.n ? w.n : 1) * KN_MAX_OUTS, sizeof *w.gbuf);
     if (!w.gbuf) {
         st = kn_last_status();
