@@ -304,10 +304,16 @@ static kn_status unary_backward(kn_bwctx *c) {
 
 #define UNARY_OP(ID, NAME, ONNX, DOC, BW)                                                      \
     static const kn_opdef op_##NAME = {.name = #NAME, .min_in = 1, .max_in = 1, .nout = 1,      \
-                                       .dtypes = KN_DT_NUM, .flags = KN_OPF_ELEMENTWISE,      \
+                                       .dtypes = UNARY_DTYPES(ID), .flags = KN_OPF_ELEMENTWISE, \
                                        .infer = unary_infer, .forward = unary_forward,         \
                                        .forward_ref = unary_forward_ref, .backward = BW,       \
                                        .onnx = ONNX, .doc = DOC};
+/* integers are accepted by the ops whose integer results are exact (unary_infer agrees) */
+#define UNARY_DTYPES(ID)                                                                       \
+    ((ID) == U_NEG || (ID) == U_ABS || (ID) == U_SIGN || (ID) == U_SQUARE || (ID) == U_RELU ||  \
+             (ID) == U_RELU6                                                                   \
+         ? KN_DT_NUM                                                                           \
+         : KN_DT_FLOAT)
 UNARY_OP(U_NEG, neg, "Neg", "-x", unary_backward)
 UNARY_OP(U_ABS, abs, "Abs", "|x|", unary_backward)
 UNARY_OP(U_SIGN, sign, "Sign", "sign(x), no gradient", NULL)
