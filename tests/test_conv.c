@@ -118,6 +118,8 @@ static const conv_case k_cases[] = {
     {2, 3, 9, 8, 6, 3, 3, 2, 2, 1, 0, 2, 1, 2, 1, 3},     /* depthwise, multiplier 2 */
     {2, 1, 7, 7, 4, 5, 5, 1, 1, 2, 2, 2, 2, 1, 1, 1},     /* one input channel */
     {3, 8, 12, 11, 8, 3, 3, 1, 2, 1, 1, 1, 1, 1, 1, 8},   /* depthwise, column stride 2 */
+    {3, 4, 6, 9, 6, 2, 4, 1, 1, 0, 1, 1, 2, 1, 1, 2},     /* shifted GEMM: groups, even, asym */
+    {2, 5, 7, 5, 3, 3, 1, 1, 1, 2, 0, 0, 0, 1, 1, 1},     /* shifted GEMM: 3x1, top pad only */
 };
 
 static void conv_attrs(kn_attrs *a, const conv_case *c) {

@@ -79,4 +79,14 @@ KN_CONV_KERNELS(float, f32)
 KN_CONV_KERNELS(double, f64)
 #undef KN_CONV_KERNELS
 
+/* Stride-1, dilation-1 convolutions as KH*KW shifted GEMMs on a zero-padded input (conv_shift.c):
+ * y = conv(x, w) + b; gx = conv^T(gy; w) + b (b may be NULL). f32/f64, all
+ * contiguous, g->OH/OW the actual gy size. Return false, doing nothing, when not applicable or
+ * out of scratch memory (the caller falls back to im2col). */
+#include "kiln/core.h"
+bool kn__conv_shift_fwd(kn_dtype dt, const void *x, const void *w, const void *b, void *y,
+                        const kn_conv_geom *g);
+bool kn__conv_shift_bwd_data(kn_dtype dt, const void *gy, const void *w, const void *b, void *gx,
+                             const kn_conv_geom *g);
+
 #endif

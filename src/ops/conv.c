@@ -3,7 +3,9 @@
  * avg_pool2d, adaptive_avg_pool2d, global_avg_pool2d, their internal backward ops, and conv1d
  * (composed from conv2d on a height-1 image; no kernel of its own).
  *
- * Convolution is im2col + GEMM per (image, group), over tiles of whole output rows so that the
+ * Stride-1, dilation-1 convolutions (forward and input gradient) first try the
+ * shifted-GEMM kernels of kernels/conv_shift.c (no column buffer); otherwise, or when they
+ * decline, convolution is im2col + GEMM per (image, group), over tiles of whole output rows so that the
  * column buffer stays in L2; a 1x1 stride-1 unpadded convolution is one GEMM on the input as
  * is. The bias is the GEMM's initial C (beta = 1). Depthwise convolutions (one input channel and
  * at most 8 outputs per group) use direct vectorised loops instead, forward and backward.
@@ -198,6 +200,7 @@ static kn_status conv_fwd_gemm(kn_dtype dt, const void *x, const void *w, const 
         return KN_OK;
     }
     const bool direct = is_direct_1x1(g, p);
+    if (!direct && kn__conv_shift_fwd(dt, x, w, b, y, g)) return KN_OK;
     const int64_t th = tile_rows(g, KK, es);
     const int nth = kn__threads();
     const bool par = images_parallel(g->N, nth);
@@ -268,6 +271,7 @@ static kn_status conv_bwd_data_gemm(kn_dtype dt, const void *gy, const void *w, 
         return KN_OK;
     }
     const bool direct = is_direct_1x1(g, p);
+    if (!direct && kn__conv_shift_bwd_data(dt, gy, w, b, gx, g)) return KN_OK;
     const int64_t th = tile_rows(g, KK, es);
     const bool par = images_parallel(g->N, nth);
     const int slots = par ? nth : 1;

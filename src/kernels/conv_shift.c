@@ -1,0 +1,185 @@
+/*
+ * conv_shift.c - stride-1, dilation-1 convolution as KH*KW shifted GEMMs (no im2col).
+ *
+ * The input is copied once into a zero-padded grid (Hp, Wp) per channel. Read as a flat row of
+ * length OH*Wp starting at kh*Wp + kw, that grid IS the (kh, kw) tap's input matrix for every
+ * output position of the padded output grid (OH, Wp): so each tap is one GEMM over the whole
+ * image with the tap's (O, C) weight slice, accumulated into a padded output, whose last
+ * Wp - OW columns per row are discarded. Backward-data is the transpose (GEMMs scattered into
+ * a padded gradient grid). Compared with im2col this removes the 9x-expanded column buffer and
+ * its memory traffic. (The weight gradient stays on im2col: as KH*KW GEMMs with a 64x64 output
+ * and a long reduction it measured ~8% slower than im2col's larger GEMMs.)
+ *
+ * Determinism: every accumulation happens in a fixed order (taps in order), independent of the
+ * thread count.
+ * Each entry returns false, having done nothing, when the geometry is not eligible or scratch
+ * memory is short; the caller then uses im2col.
+ */
+#include <omp.h>
+#include <string.h>
+
+#include "kernels/conv.h"
+#include "kernels/gemm.h"
+#include "core/core_impl.h"
+
+typedef struct {
+    int64_t Hp, Wp, PS, NP; /* padded grid, plane stride, padded output length OH*Wp */
+    int64_t Cg, Og, K2;
+} shift_geom;
+
+static bool shift_ok(const kn_conv_geom *g, shift_geom *s) {
+    if (g->sh != 1 || g->sw != 1 || g->dh != 1 || g->dw != 1 || g->KH * g->KW < 2) return false;
+    if (g->G < 1 || g->C % g->G || g->O % g->G) return false;
+    s->Hp = g->OH + g->KH - 1;
+    s->Wp = g->OW + g->KW - 1;
+    if (s->Hp < g->H + g->pt || s->Wp < g->W + g->pl || g->pt < 0 || g->pl < 0) return false;
+    s->PS = s->Hp * s->Wp + g->KW - 1;
+    s->NP = g->OH * s->Wp;
+    s->Cg = g->C / g->G;
+    s->Og = g->O / g->G;
+    s->K2 = g->KH * g->KW;
+    return true;
+}
+
+/* padded copy of Cg input planes (x: Cg x H x W) into xp (Cg x PS) */
+static void pad_in(size_t es, const char *x, char *xp, const kn_conv_geom *g, const shift_geom *s) {
+    for (int64_t c = 0; c < s->Cg; c++) {
+        char *pl = xp + (size_t)(c * s->PS) * es;
+        memset(pl, 0, (size_t)s->PS * es);
+        for (int64_t h = 0; h < g->H; h++)
+            memcpy(pl + (size_t)((h + g->pt) * s->Wp + g->pl) * es,
+                   x + (size_t)((c * g->H + h) * g->W) * es, (size_t)g->W * es);
+    }
+}
+
+/* rows of length OW (Og x OH x OW) spread onto the padded output grid (Og x NP), zero-filled */
+static void pad_out(size_t es, const char *y, char *yp, const kn_conv_geom *g, const shift_geom *s) {
+    for (int64_t o = 0; o < s->Og; o++)
+        for (int64_t h = 0; h < g->OH; h++) {
+            char *r = yp + (size_t)(o * s->NP + h * s->Wp) * es;
+            memcpy(r, y + (size_t)((o * g->OH + h) * g->OW) * es, (size_t)g->OW * es);
+            memset(r + (size_t)g->OW * es, 0, (size_t)(s->Wp - g->OW) * es);
+        }
+}
+
+/* weight (O, Cg, KH, KW) -> per tap: fwd layout [k][gr][o][c], or transposed [k][gr][c][o] */
+static void repack(size_t es, const char *w, char *wk, const kn_conv_geom *g, const shift_geom *s,
+                   bool transposed) {
+    for (int64_t k = 0; k < s->K2; k++)
+        for (int64_t gr = 0; gr < g->G; gr++)
+            for (int64_t o = 0; o < s->Og; o++)
+                for (int64_t c = 0; c < s->Cg; c++) {
+                    int64_t src = (((gr * s->Og + o) * s->Cg + c) * s->K2) + k;
+                    int64_t dst = transposed ? ((k * g->G + gr) * s->Cg + c) * s->Og + o
+                                             : ((k * g->G + gr) * s->Og + o) * s->Cg + c;
+                    memcpy(wk + (size_t)dst * es, w + (size_t)src * es, es);
+                }
+}
+
+static bool run_parallel(int64_t N, int nth) { return nth > 1 && N >= nth; }
+
+bool kn__conv_shift_fwd(kn_dtype dt, const void *x, const void *w, const void *b, void *y,
+                        const kn_conv_geom *g) {
+    shift_geom s;
+    if (!shift_ok(g, &s)) return false;
+    const size_t es = kn_dtype_size(dt);
+    const int nth = kn__threads();
+    const bool par = run_parallel(g->N, nth);
+    const int slots = par ? nth : 1;
+    const size_t per = (size_t)(s.Cg * s.PS + s.Og * s.NP);
+    char *wk = kn__aligned_alloc((size_t)(s.K2 * g->O * s.Cg) * es);
+    char *scr = wk ? kn__aligned_alloc(per * (size_t)slots * es) : NULL;
+    if (!scr) {
+        kn__aligned_free(wk);
+        kn_clear_error();
+        return false;
+    }
+    repack(es, w, wk, g, &s, false);
+    const int64_t HW = g->H * g->W, P = g->OH * g->OW;
+#pragma omp parallel for num_threads(nth) if (par) schedule(static)
+    for (int64_t n = 0; n < g->N; n++) {
+        char *xp = scr + per * (size_t)(par ? omp_get_thread_num() : 0) * es;
+        char *yp = xp + (size_t)(s.Cg * s.PS) * es;
+        for (int64_t gr = 0; gr < g->G; gr++) {
+            pad_in(es, (const char *)x + (size_t)((n * g->C + gr * s.Cg) * HW) * es, xp, g, &s);
+            for (int64_t k = 0; k < s.K2; k++) {
+                int64_t off = (k / g->KW) * s.Wp + k % g->KW;
+                kn__gemm(dt, false, false, false, s.Og, s.NP, s.Cg, 1.0,
+                         wk + (size_t)((k * g->G + gr) * s.Og * s.Cg) * es, s.Cg,
+                         xp + (size_t)off * es, s.PS, k ? 1.0 : 0.0, yp, s.NP);
+            }
+            char *yg = (char *)y + (size_t)((n * g->O + gr * s.Og) * P) * es;
+            for (int64_t o = 0; o < s.Og; o++) {
+                for (int64_t h = 0; h < g->OH; h++)
+                    memcpy(yg + (size_t)(o * P + h * g->OW) * es,
+                           yp + (size_t)(o * s.NP + h * s.Wp) * es, (size_t)g->OW * es);
+                if (!b) continue;
+                int64_t oc = gr * s.Og + o;
+                if (dt == KN_F32) {
+                    float *r = (float *)yg + o * P, bv = ((const float *)b)[oc];
+                    for (int64_t i = 0; i < P; i++) r[i] += bv;
+                } else {
+                    double *r = (double *)yg + o * P, bv = ((const double *)b)[oc];
+                    for (int64_t i = 0; i < P; i++) r[i] += bv;
+                }
+            }
+        }
+    }
+    kn__aligned_free(scr);
+    kn__aligned_free(wk);
+    return true;
+}
+
+bool kn__conv_shift_bwd_data(kn_dtype dt, const void *gy, const void *w, const void *b, void *gx,
+                             const kn_conv_geom *g) {
+    shift_geom s;
+    if (!shift_ok(g, &s)) return false;
+    const size_t es = kn_dtype_size(dt);
+    const int nth = kn__threads();
+    const bool par = run_parallel(g->N, nth);
+    const int slots = par ? nth : 1;
+    const size_t per = (size_t)(s.Cg * s.PS + s.Og * s.NP);
+    char *wk = kn__aligned_alloc((size_t)(s.K2 * g->O * s.Cg) * es);
+    char *scr = wk ? kn__aligned_alloc(per * (size_t)slots * es) : NULL;
+    if (!scr) {
+        kn__aligned_free(wk);
+        kn_clear_error();
+        return false;
+    }
+    repack(es, w, wk, g, &s, true);
+    const int64_t HW = g->H * g->W, P = g->OH * g->OW;
+#pragma omp parallel for num_threads(nth) if (par) schedule(static)
+    for (int64_t n = 0; n < g->N; n++) {
+        char *xp = scr + per * (size_t)(par ? omp_get_thread_num() : 0) * es;
+        char *yp = xp + (size_t)(s.Cg * s.PS) * es;
+        for (int64_t gr = 0; gr < g->G; gr++) {
+            pad_out(es, (const char *)gy + (size_t)((n * g->O + gr * s.Og) * P) * es, yp, g, &s);
+            memset(xp, 0, (size_t)(s.Cg * s.PS) * es);
+            for (int64_t k = 0; k < s.K2; k++) {
+                int64_t off = (k / g->KW) * s.Wp + k % g->KW;
+                kn__gemm(dt, false, false, false, s.Cg, s.NP, s.Og, 1.0,
+                         wk + (size_t)((k * g->G + gr) * s.Cg * s.Og) * es, s.Og, yp, s.NP, 1.0,
+                         xp + (size_t)off * es, s.PS);
+            }
+            char *xg = (char *)gx + (size_t)((n * g->C + gr * s.Cg) * HW) * es;
+            for (int64_t c = 0; c < s.Cg; c++) {
+                for (int64_t h = 0; h < g->H; h++)
+                    memcpy(xg + (size_t)(c * HW + h * g->W) * es,
+                           xp + (size_t)(c * s.PS + (h + g->pt) * s.Wp + g->pl) * es,
+                           (size_t)g->W * es);
+                if (!b) continue;
+                int64_t cc = gr * s.Cg + c;
+                if (dt == KN_F32) {
+                    float *r = (float *)xg + c * HW, bv = ((const float *)b)[cc];
+                    for (int64_t i = 0; i < HW; i++) r[i] += bv;
+                } else {
+                    double *r = (double *)xg + c * HW, bv = ((const double *)b)[cc];
+                    for (int64_t i = 0; i < HW; i++) r[i] += bv;
+                }
+            }
+        }
+    }
+    kn__aligned_free(scr);
+    kn__aligned_free(wk);
+    return true;
+}
