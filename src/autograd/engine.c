@@ -181,6 +181,14 @@ static kn_status accumulate(kn_tensor **slot, kn_tensor *g) {
     return KN_OK;
 }
 
+/* Whether gradient flowing into tensor t reaches a requested input (kn_grad's pruning). */
+static bool edge_wanted(const kn_tensor *t, kn_tensor *const *inputs, int ninputs,
+                        const bool *leads) {
+    for (int k = 0; k < ninputs; k++)
+        if (inputs[k] == t) return true;
+    return t->grad_fn && leads[t->grad_fn->slot];
+}
+
 static int cmp_seq_desc(const void *a, const void *b) {
     uint64_t x = (*(struct kn_node *const *)a)->seq, y = (*(struct kn_node *const *)b)->seq;
     return x < y ? 1 : x > y ? -1 : 0;
@@ -238,6 +246,7 @@ static kn_status run_backward(kn_tensor *const *roots, kn_tensor *const *seeds, 
                               bool retain, bool create_graph, kn_tensor *const *inputs,
                               int ninputs, kn_tensor **captured) {
     walk w = {0};
+    bool *leads = NULL;
     kn_status st = KN_OK;
     bool prev_mode = kn_set_grad_enabled(create_graph);
     kn_scope scope = kn_scope_begin();
@@ -250,6 +259,20 @@ static kn_status run_backward(kn_tensor *const *roots, kn_tensor *const *seeds, 
         goto done;
     }
     for (int i = 0; i < w.n; i++) w.nodes[i]->slot = i;
+    /* kn_grad: only nodes on a path to a requested input do work (oldest first, so a node's
+     * producers are decided before it) */
+    if (captured) {
+        leads = kn__calloc((size_t)(w.n ? w.n : 1), sizeof *leads);
+        if (!leads) {
+            st = kn_last_status();
+            goto done;
+        }
+        for (int i = w.n - 1; i >= 0; i--) {
+            struct kn_node *n = w.nodes[i];
+            for (int k = 0; k < n->nin && !leads[i]; k++)
+                leads[i] = edge_wanted(n->in[k], inputs, ninputs, leads);
+        }
+    }
 
     /* routes gradient g for tensor t (an input of some node, or a root) */
 #define ROUTE(t, g)                                                                            \
@@ -292,8 +315,11 @@ static kn_status run_backward(kn_tensor *const *roots, kn_tensor *const *seeds, 
                 st = accumulate(&captured[k], gb[inputs[k]->out_index]);
                 if (st) goto done;
             }
-        bool any = false;
+        bool any = false, needs[KN_MAX_INS];
         for (int o = 0; o < n->nout; o++) any |= gb[o] != NULL;
+        for (int k = 0; k < n->nin; k++)
+            needs[k] = n->needs[k] && (!leads || edge_wanted(n->in[k], inputs, ninputs, leads));
+        if (leads && !leads[i]) any = false;
         if (any) {
             kn_scope ns = kn_scope_begin();
             kn_tensor *gout[KN_MAX_OUTS] = {0}, *gin[KN_MAX_INS] = {0};
@@ -306,11 +332,11 @@ static kn_status run_backward(kn_tensor *const *roots, kn_tensor *const *seeds, 
                 }
             }
             kn_bwctx c = {.op = n->op, .attrs = &n->attrs, .nin = n->nin, .in = n->in,
-                          .nout = n->nout, .out = n->out, .gout = gout, .needs = n->needs,
+                          .nout = n->nout, .out = n->out, .gout = gout, .needs = needs,
                           .gin = gin};
             st = n->op->backward(&c);
             for (int k = 0; st == KN_OK && k < n->nin; k++) {
-                if (!n->needs[k] || !gin[k]) continue;
+                if (!needs[k] || !gin[k]) continue;
                 if (!same_shape(gin[k], n->in[k])) {
                     char a[128], b[128];
                     st = kn__err(KN_EINTERNAL, "backward of '%s' gave input %d a gradient of shape %s, expected %s",
@@ -320,12 +346,6 @@ static kn_status run_backward(kn_tensor *const *roots, kn_tensor *const *seeds, 
                 }
                 ROUTE(n->in[k], gin[k]);
             }
-            if (st == KN_OK)
-                for (int k = 0; k < n->nin; k++)
-                    if (n->needs[k] && !gin[k] && kn_last_status() != KN_OK &&
-                        kn_dtype_is_float(n->in[k]->dtype)) {
-                        /* a backward rule whose op failed leaves NULL and an error */
-                    }
             kn_scope_end(ns);
             if (st != KN_OK) {
                 if (kn_last_status() == KN_OK) kn__err(st, "backward of '%s' failed", n->op->name);
@@ -340,6 +360,7 @@ static kn_status run_backward(kn_tensor *const *roots, kn_tensor *const *seeds, 
     }
 #undef ROUTE
 done:
+    kn__free(leads);
     if (w.gbuf)
         for (int i = 0; i < w.n * KN_MAX_OUTS; i++) kn_tensor_free(w.gbuf[i]);
     kn__free(w.gbuf);
