@@ -2,7 +2,8 @@
 # Installs the Debian packages kiln needs to build, test and benchmark. Idempotent: installs
 # nothing when every package is present. Set KILN_DEPS_BENCH=1 to add the PyTorch peer.
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev libjson-c-dev)
+pkgs=(build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev libjson-c-dev
+      dataset-fashion-mnist)
 if [ "${KILN_DEPS_BENCH:-0}" = 1 ]; then
   pkgs+=(python3-torch python3-numpy)
 fi

@@ -4,4 +4,8 @@
 #include "kiln/core.h"
 #include "kiln/autograd.h"
 #include "kiln/ops.h"
+#include "kiln/nn.h"
+#include "kiln/optim.h"
+#include "kiln/data.h"
+#include "kiln/io.h"
 #endif

@@ -41,14 +41,21 @@ static bool shift_ok(const kn_conv_geom *g, shift_geom *s) {
     return true;
 }
 
-/* padded copy of Cg input planes (x: Cg x H x W) into xp (Cg x PS) */
+/* padded copy of Cg input planes (x: Cg x H x W) into xp (Cg x PS); only the border is zeroed */
 static void pad_in(size_t es, const char *x, char *xp, const kn_conv_geom *g, const shift_geom *s) {
+    const int64_t right = s->Wp - g->pl - g->W, bottom = s->Hp - g->pt - g->H;
     for (int64_t c = 0; c < s->Cg; c++) {
         char *pl = xp + (size_t)(c * s->PS) * es;
-        memset(pl, 0, (size_t)s->PS * es);
-        for (int64_t h = 0; h < g->H; h++)
-            memcpy(pl + (size_t)((h + g->pt) * s->Wp + g->pl) * es,
-                   x + (size_t)((c * g->H + h) * g->W) * es, (size_t)g->W * es);
+        memset(pl, 0, (size_t)(g->pt * s->Wp + g->pl) * es); /* top rows + first left pad */
+        for (int64_t h = 0; h < g->H; h++) {
+            char *row = pl + (size_t)((h + g->pt) * s->Wp + g->pl) * es;
+            memcpy(row, x + (size_t)((c * g->H + h) * g->W) * es, (size_t)g->W * es);
+            /* this row's right pad and the next row's left pad are adjacent */
+            memset(row + (size_t)g->W * es, 0, (size_t)(right + (h + 1 < g->H ? g->pl : 0)) * es);
+        }
+        /* bottom rows and the tail read by the last taps */
+        int64_t done = (g->pt + g->H) * s->Wp;
+        memset(pl + (size_t)done * es, 0, (size_t)(bottom * s->Wp + g->KW - 1) * es);
     }
 }
 
@@ -74,6 +81,27 @@ static void repack(size_t es, const char *w, char *wk, const kn_conv_geom *g, co
                                              : ((k * g->G + gr) * s->Og + o) * s->Cg + c;
                     memcpy(wk + (size_t)dst * es, w + (size_t)src * es, es);
                 }
+}
+
+/* dst (R planes of rows x cols, contiguous) = src (R planes of stride sp, rows of stride sr)
+ * [+ bias[r]]: the crop of a padded grid, with the bias folded into the same pass */
+static void crop_bias(kn_dtype dt, const char *src, int64_t sp, int64_t sr, char *dst, int64_t R,
+                      int64_t rows, int64_t cols, const char *bias) {
+    size_t es = kn_dtype_size(dt);
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t h = 0; h < rows; h++) {
+            const char *a = src + (size_t)(r * sp + h * sr) * es;
+            char *d = dst + (size_t)((r * rows + h) * cols) * es;
+            if (!bias) {
+                memcpy(d, a, (size_t)cols * es);
+            } else if (dt == KN_F32) {
+                float bv = ((const float *)bias)[r];
+                for (int64_t i = 0; i < cols; i++) ((float *)d)[i] = ((const float *)a)[i] + bv;
+            } else {
+                double bv = ((const double *)bias)[r];
+                for (int64_t i = 0; i < cols; i++) ((double *)d)[i] = ((const double *)a)[i] + bv;
+            }
+        }
 }
 
 static bool run_parallel(int64_t N, int nth) { return nth > 1 && N >= nth; }
@@ -109,20 +137,7 @@ bool kn__conv_shift_fwd(kn_dtype dt, const void *x, const void *w, const void *b
                          xp + (size_t)off * es, s.PS, k ? 1.0 : 0.0, yp, s.NP);
             }
             char *yg = (char *)y + (size_t)((n * g->O + gr * s.Og) * P) * es;
-            for (int64_t o = 0; o < s.Og; o++) {
-                for (int64_t h = 0; h < g->OH; h++)
-                    memcpy(yg + (size_t)(o * P + h * g->OW) * es,
-                           yp + (size_t)(o * s.NP + h * s.Wp) * es, (size_t)g->OW * es);
-                if (!b) continue;
-                int64_t oc = gr * s.Og + o;
-                if (dt == KN_F32) {
-                    float *r = (float *)yg + o * P, bv = ((const float *)b)[oc];
-                    for (int64_t i = 0; i < P; i++) r[i] += bv;
-                } else {
-                    double *r = (double *)yg + o * P, bv = ((const double *)b)[oc];
-                    for (int64_t i = 0; i < P; i++) r[i] += bv;
-                }
-            }
+            crop_bias(dt, yp, s.NP, s.Wp, yg, s.Og, g->OH, g->OW, b ? (const char *)b + (size_t)(gr * s.Og) * es : NULL);
         }
     }
     kn__aligned_free(scr);
@@ -162,21 +177,8 @@ bool kn__conv_shift_bwd_data(kn_dtype dt, const void *gy, const void *w, const v
                          xp + (size_t)off * es, s.PS);
             }
             char *xg = (char *)gx + (size_t)((n * g->C + gr * s.Cg) * HW) * es;
-            for (int64_t c = 0; c < s.Cg; c++) {
-                for (int64_t h = 0; h < g->H; h++)
-                    memcpy(xg + (size_t)(c * HW + h * g->W) * es,
-                           xp + (size_t)(c * s.PS + (h + g->pt) * s.Wp + g->pl) * es,
-                           (size_t)g->W * es);
-                if (!b) continue;
-                int64_t cc = gr * s.Cg + c;
-                if (dt == KN_F32) {
-                    float *r = (float *)xg + c * HW, bv = ((const float *)b)[cc];
-                    for (int64_t i = 0; i < HW; i++) r[i] += bv;
-                } else {
-                    double *r = (double *)xg + c * HW, bv = ((const double *)b)[cc];
-                    for (int64_t i = 0; i < HW; i++) r[i] += bv;
-                }
-            }
+            crop_bias(dt, xp + (size_t)(g->pt * s.Wp + g->pl) * es, s.PS, s.Wp, xg, s.Cg, g->H,
+                      g->W, b ? (const char *)b + (size_t)(gr * s.Cg) * es : NULL);
         }
     }
     kn__aligned_free(scr);
