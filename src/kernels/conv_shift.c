@@ -169,12 +169,15 @@ bool kn__conv_shift_bwd_data(kn_dtype dt, const void *gy, const void *w, const v
         char *yp = xp + (size_t)(s.Cg * s.PS) * es;
         for (int64_t gr = 0; gr < g->G; gr++) {
             pad_out(es, (const char *)gy + (size_t)((n * g->O + gr * s.Og) * P) * es, yp, g, &s);
-            memset(xp, 0, (size_t)(s.Cg * s.PS) * es);
+            /* tap 0 (offset 0) overwrites [0, NP) of every plane with beta 0; only the rest of
+             * each plane needs zeros before the other taps accumulate */
+            for (int64_t c = 0; c < s.Cg; c++)
+                memset(xp + (size_t)(c * s.PS + s.NP) * es, 0, (size_t)(s.PS - s.NP) * es);
             for (int64_t k = 0; k < s.K2; k++) {
                 int64_t off = (k / g->KW) * s.Wp + k % g->KW;
                 kn__gemm(dt, false, false, false, s.Cg, s.NP, s.Og, 1.0,
-                         wk + (size_t)((k * g->G + gr) * s.Cg * s.Og) * es, s.Og, yp, s.NP, 1.0,
-                         xp + (size_t)off * es, s.PS);
+                         wk + (size_t)((k * g->G + gr) * s.Cg * s.Og) * es, s.Og, yp, s.NP,
+                         k ? 1.0 : 0.0, xp + (size_t)off * es, s.PS);
             }
             char *xg = (char *)gx + (size_t)((n * g->C + gr * s.Cg) * HW) * es;
             crop_bias(dt, xp + (size_t)(g->pt * s.Wp + g->pl) * es, s.PS, s.Wp, xg, s.Cg, g->H,
