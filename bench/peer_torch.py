@@ -6,6 +6,9 @@ Subcommands:
       f32 square matmul, the same cases as bench/bench_gemm.c.
   ops --torch-threads T --blas-threads B [--ops add,mul,...]
       the same op cases as bench/bench_ops.c (OPS below: same names, shapes and passes).
+  train --model mlp|lenet --torch-threads T --blas-threads B [--steps N]
+      samples/s of an eager training loop on the real Fashion-MNIST training set, the same models,
+      loss, optimizer and data as bench/bench_train.c (TRAIN_* below), and the process's peak RSS.
   aggregate FILE...
       reads raw lines written by both sides over several rounds, takes per-case medians across
       rounds, prints the result lines with ratio_vs_pytorch = torch_ms / kiln_ms (> 1: kiln is
@@ -24,9 +27,24 @@ require grad and times torch.autograd.grad(out, inputs, g, retain_graph=True) fo
 output grad g (the graph is freed outside the timing, as kiln's scope does).
 BENCH_QUICK=1: 1 warm-up call and 2 timed calls.
 
+Training (train): models as in bench_train.c (MLP 784-512-256-10; LeNet-5 with 5x5 convs and
+2x2 max pools), cross_entropy, SGD(lr 0.01, momentum 0.9), zero_grad(set_to_none=False) (1.13's
+default), loss.item() every step, batch 64, last partial batch kept. Data: the IDX .gz files that
+kn_mnist_load reads ($KILN_FASHION_MNIST or /usr/share/datasets/fashion-mnist), read with gzip +
+numpy, normalised once into a float32 tensor ((x/255 - 0.2860) / 0.3530; (N,1,28,28) for LeNet);
+each epoch indexes it with a fresh torch.randperm (seed 1234) in slices of 64. This plain loop is
+PyTorch's fastest simple option (torch.utils.data.DataLoader with default collation is slower); the
+cost is that the float copy of the data set (~180 MiB) counts in PyTorch's peak RSS while kiln's
+loader keeps the u8 images and normalises per batch. Timing: BENCH_TRAIN_WARMUP (20) warm-up
+steps, then N steps (N from the warm-up's speed to take about BENCH_TRAIN_S = 6 s, clamped to
+[20, 100000]; --steps fixes N); samples/s = samples / wall time of the N steps (batch fetching
+included). BENCH_QUICK=1: 2 warm-up and 5 timed steps. Peak RSS is getrusage's ru_maxrss.
+
 Raw output lines (one per case):
   raw bench=gemm n=1024 threads=2 impl=torch cfg=t2b2 ms=<median> gflops=<..> reps=<k>
   raw bench=ops op=<op> pass=fwd|bwd shape=<..> impl=torch cfg=t2b1 ms=<median> reps=<k>
+  raw bench=train model=mlp impl=torch cfg=t1b1 torch_threads=1 samples_per_s=<..> steps=<N>
+      samples=<..> seconds=<..> loss=<mean loss of the timed steps> peak_rss_mb=<ru_maxrss>
 """
 import math
 import os
@@ -199,6 +217,115 @@ def run_ops(args):
         del xs, xg, extras, g
 
 
+# ---- train: must match bench/bench_train.c ----
+
+TRAIN_BATCH, TRAIN_LR, TRAIN_MOMENTUM = 64, 0.01, 0.9
+TRAIN_MEAN, TRAIN_STD = 0.2860, 0.3530
+TRAIN_MIN_STEPS, TRAIN_MAX_STEPS = 20, 100000
+TRAIN_TARGETS = {"mlp": 1.5, "lenet": 2.0}  # required samples/s ratio vs PyTorch (the issue)
+TRAIN_RSS_GROWTH_PCT = 5.0  # allowed peak-RSS growth from 1 to 3 epochs
+
+
+def load_idx(directory, stem):
+    """An IDX file of u8 (<dir>/<stem>.gz or <dir>/<stem>) as a numpy array."""
+    import gzip
+
+    import numpy as np
+
+    path = os.path.join(directory, stem + ".gz")
+    opener = gzip.open
+    if not os.path.exists(path):
+        path, opener = os.path.join(directory, stem), open
+    with opener(path, "rb") as f:
+        data = bytearray(f.read())  # writable, so torch.from_numpy does not warn
+    if len(data) < 4 or data[0] or data[1] or data[2] != 0x08:
+        raise ValueError(f"{path}: not an IDX file of u8")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def make_train_model(torch, name):
+    nn = torch.nn
+    if name == "mlp":
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256),
+                             nn.ReLU(), nn.Linear(256, 10))
+    return nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(256, 120), nn.ReLU(),
+                         nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+
+
+def run_train(args):
+    import resource
+
+    name = args.get("--model", "mlp")
+    if name not in TRAIN_TARGETS:
+        print(f"peer_torch.py: train: unknown model '{name}' (mlp, lenet)", file=sys.stderr)
+        return 2
+    torch_threads = int(args.get("--torch-threads", "1"))
+    blas_threads = int(args.get("--blas-threads", str(torch_threads)))
+    fixed_steps = int(args.get("--steps", "0"))
+    torch = setup_torch(torch_threads, blas_threads)
+    F = torch.nn.functional
+    quick = env_flag("BENCH_QUICK")
+    cfg = f"t{torch_threads}b{blas_threads}"
+    data_dir = os.environ.get("KILN_FASHION_MNIST") or "/usr/share/datasets/fashion-mnist"
+
+    images = load_idx(data_dir, "train-images-idx3-ubyte")
+    labels = load_idx(data_dir, "train-labels-idx1-ubyte")
+    x_all = torch.from_numpy(images).float().div_(255.0).sub_(TRAIN_MEAN).div_(TRAIN_STD)
+    if name == "lenet":
+        x_all = x_all.unsqueeze(1).contiguous()
+    y_all = torch.from_numpy(labels).long()
+    del images, labels
+    n = x_all.shape[0]
+
+    torch.manual_seed(1234)
+    model = make_train_model(torch, name)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=TRAIN_LR, momentum=TRAIN_MOMENTUM)
+    gen = torch.Generator().manual_seed(1234)
+    pos, perm = n, None
+
+    def step():
+        nonlocal pos, perm
+        if pos >= n:  # next epoch
+            perm, pos = torch.randperm(n, generator=gen), 0
+        idx = perm[pos:pos + TRAIN_BATCH]
+        pos += TRAIN_BATCH
+        xb, yb = x_all[idx], y_all[idx]
+        opt.zero_grad(set_to_none=False)
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        opt.step()
+        return xb.shape[0], loss.item()
+
+    warm = 2 if quick else int(env_float("BENCH_TRAIN_WARMUP", 20))
+    t0 = time.perf_counter()
+    for _ in range(warm):
+        step()
+    per = (time.perf_counter() - t0) / max(warm, 1)
+    steps = fixed_steps
+    if steps <= 0:
+        if quick:
+            steps = 5
+        else:
+            steps = math.ceil(env_float("BENCH_TRAIN_S", 6.0) / per) if per > 0 else TRAIN_MAX_STEPS
+            steps = max(TRAIN_MIN_STEPS, min(TRAIN_MAX_STEPS, steps))
+    samples, loss_sum = 0, 0.0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        k, loss = step()
+        samples += k
+        loss_sum += loss
+    secs = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(f"raw bench=train model={name} impl=torch cfg={cfg} torch_threads={torch_threads} "
+          f"samples_per_s={samples / secs:.1f} steps={steps} samples={samples} "
+          f"seconds={secs:.3f} loss={loss_sum / steps:.4f} peak_rss_mb={rss:.1f}", flush=True)
+    return 0
+
+
 # ---- aggregate ----
 
 TOKEN = re.compile(r'(\w+)=("[^"]*"|\S+)')
@@ -289,6 +416,103 @@ def aggregate(paths):
         summarize("ops", ratios, len(ops), failed=failed)
         if failed:
             rc = 1
+    return aggregate_train(recs) or rc
+
+
+def aggregate_train(recs):
+    """bench=train: per model, the median samples/s over rounds for kiln and for each torch
+    setting; torch_t<n> is the best setting with n torch threads, the ratio uses the best of all.
+    Peak RSS: kiln's largest over rounds against PyTorch's smallest (median over rounds per
+    setting, then the smallest setting), so rss_ok does not flatter kiln.
+    bench=train_rss: peak RSS of the fewest- against the most-epochs kiln run, per model."""
+    rc = 0
+    train, order = {}, []
+    for r in (x for x in recs if x.get("bench") == "train"):
+        m = r.get("model", "?")
+        if m not in train:
+            order.append(m)
+            train[m] = {"kiln": [], "rss": [], "loss": [], "torch": {}, "err": "",
+                        "threads": r.get("threads", "?")}
+        e = train[m]
+        if r.get("status"):
+            if r["impl"] == "kiln":
+                e["err"] = e["err"] or f'{r["status"]}: {r.get("msg", "")}'
+        elif r["impl"] == "kiln":
+            e["kiln"].append(float(r["samples_per_s"]))
+            e["rss"].append(float(r["peak_rss_mb"]))
+            e["loss"].append(float(r["loss"]))
+            e["threads"] = r.get("threads", e["threads"])
+        elif r["impl"] == "torch":
+            c = e["torch"].setdefault(r.get("cfg", "?"), {"tt": int(r.get("torch_threads", 0)),
+                                                          "sps": [], "rss": []})
+            c["sps"].append(float(r["samples_per_s"]))
+            c["rss"].append(float(r["peak_rss_mb"]))
+    ratios, failed, below, rss_bad = [], [], [], []
+    for m in order:
+        e = train[m]
+        if not e["kiln"]:
+            print(f'bench=train model={m} impl=kiln status=error msg="{e["err"]}"')
+            failed.append(m)
+            continue
+        k = statistics.median(e["kiln"])
+        k_rss = max(e["rss"])
+        per_cfg = {c: (statistics.median(v["sps"]), statistics.median(v["rss"]), v["tt"])
+                   for c, v in e["torch"].items()}
+        by_threads = {}
+        for c, (sps, _, tt) in per_cfg.items():
+            by_threads[tt] = max(by_threads.get(tt, 0.0), sps)
+        best = max(((sps, c) for c, (sps, _, _) in per_cfg.items()), default=None)
+        t, cfg = best if best else (None, "none")
+        t_rss = min((rss for _, rss, _ in per_cfg.values()), default=None)
+        ratio = k / t if t else None
+        target = TRAIN_TARGETS.get(m)
+        if ratio:
+            ratios.append((ratio, m))
+            if target and ratio < target:
+                below.append(m)
+        rss_ok = None if t_rss is None else k_rss <= t_rss
+        if rss_ok is False:
+            rss_bad.append(m)
+        tcols = " ".join(f"torch_t{tt}={fmt(v, 1)}" for tt, v in sorted(by_threads.items()))
+        print(f"bench=train model={m} impl=kiln samples_per_s={k:.1f} {tcols or 'torch_t1=NA'} "
+              f"ratio_vs_pytorch={fmt(ratio, 3)} kiln_peak_rss_mb={k_rss:.1f} "
+              f"torch_peak_rss_mb={fmt(t_rss, 1)} target={target} "
+              f"rss_ok={'NA' if rss_ok is None else 'yes' if rss_ok else 'no'} "
+              f"threads={e['threads']} torch_cfg={cfg} loss={statistics.median(e['loss']):.4f} "
+              f"rounds={len(e['kiln'])}")
+    if train:
+        mn = min(ratios) if ratios else (None, "none")
+        print(f"bench=train summary models={len(train)} compared={len(ratios)} "
+              f"min_ratio={fmt(mn[0], 3)} min_case={mn[1]} "
+              f"below_target={','.join(below) or 'none'} "
+              f"rss_above_torch={','.join(rss_bad) or 'none'} failed={','.join(failed) or 'none'}")
+        if failed:
+            rc = 1
+
+    rss = {}
+    for r in (x for x in recs if x.get("bench") == "train_rss"):
+        e = rss.setdefault(r.get("model", "?"), {"runs": {}, "err": ""})
+        if r.get("status"):
+            e["err"] = e["err"] or f'{r["status"]}: {r.get("msg", "")}'
+        else:
+            e["runs"].setdefault(int(r["epochs"]), []).append(
+                (float(r["peak_rss_mb"]), r.get("live_tensors", "?"), int(r.get("steps", 0))))
+    for m, e in rss.items():
+        if len(e["runs"]) < 2:
+            print(f'bench=train_rss model={m} impl=kiln status=error '
+                  f'msg="{e["err"] or "needs runs with two epoch counts"}"')
+            rc = 1
+            continue
+        lo, hi = min(e["runs"]), max(e["runs"])
+        r_lo = max(x[0] for x in e["runs"][lo])
+        r_hi = max(x[0] for x in e["runs"][hi])
+        growth = (r_hi - r_lo) / r_lo * 100.0 if r_lo > 0 else float("inf")
+        ok = growth <= TRAIN_RSS_GROWTH_PCT
+        print(f"bench=train_rss model={m} epochs{lo}_rss_mb={r_lo:.1f} "
+              f"epochs{hi}_rss_mb={r_hi:.1f} "
+              f"growth_pct={growth:.2f} target_pct={TRAIN_RSS_GROWTH_PCT:g} "
+              f"ok={'yes' if ok else 'no'} steps{lo}={e['runs'][lo][-1][2]} "
+              f"steps{hi}={e['runs'][hi][-1][2]} live_tensors{hi}={e['runs'][hi][-1][1]}")
     return rc
 
 
@@ -306,7 +530,7 @@ def summarize(bench, ratios, ncases, target=None, failed=()):
 
 
 def main(argv):
-    if len(argv) < 2 or argv[1] not in ("gemm", "ops", "aggregate"):
+    if len(argv) < 2 or argv[1] not in ("gemm", "ops", "train", "aggregate"):
         print(__doc__, file=sys.stderr)
         return 2
     if argv[1] == "aggregate":
@@ -316,10 +540,12 @@ def main(argv):
         print("peer_torch.py: options take one value each", file=sys.stderr)
         return 2
     args = dict(zip(rest[::2], rest[1::2]))
-    allowed = {"--torch-threads", "--blas-threads", "--sizes", "--ops"}
+    allowed = {"--torch-threads", "--blas-threads", "--sizes", "--ops", "--model", "--steps"}
     if set(args) - allowed:
         print(f"peer_torch.py: unknown option(s) {sorted(set(args) - allowed)}", file=sys.stderr)
         return 2
+    if argv[1] == "train":
+        return run_train(args)
     (run_gemm if argv[1] == "gemm" else run_ops)(args)
     return 0
 

@@ -2,9 +2,11 @@
 # bench/run.sh - kiln's benchmark entry (`make bench B=<name>`): runs kiln and PyTorch alternately
 # (kiln, torch, kiln, torch, ...) for BENCH_ROUNDS rounds, then prints one line per case with the
 # median over rounds and ratio_vs_pytorch = torch_ms / kiln_ms (> 1: kiln faster), and a summary.
-# It appends nothing to docs/; raw lines are kept in bench/out/<name>-<time>.raw.
+# train: samples/s of a training loop (bench_train.c), ratio = kiln / PyTorch's best setting, plus
+# peak RSS and a 1- vs 3-epoch flat-memory check. It appends nothing to docs/; raw lines are kept
+# in bench/out/<name>-<time>.raw.
 #
-# Usage: bash bench/run.sh [gemm|ops]        (no argument: all)
+# Usage: bash bench/run.sh [gemm|ops|train]  (no argument: all)
 # Environment:
 #   BENCH_ROUNDS=3        rounds of (kiln, torch) per benchmark
 #   BENCH_QUICK=1         1 warm-up + 2 timed calls per case: a pipeline check, not a measurement
@@ -13,7 +15,14 @@
 #   GEMM_SIZES=256,512,1024,2048   GEMM_THREADS="1 2"
 #   OPS_THREADS=2         kiln's thread count for the ops benchmark
 #   TORCH_OPS_CFGS="1:2 2:1"   torch_threads:openblas_threads settings for ops; best one reported
-#   BUILD=build           build folder holding bench_gemm and bench_ops
+#   TRAIN_MODELS=mlp,lenet   models of the training benchmark (bench_train.c)
+#   TRAIN_THREADS=2       kiln's thread count for the training benchmark
+#   TORCH_TRAIN_CFGS="1:1 2:2"   torch_threads:openblas_threads settings for train; each is
+#                         reported (torch_t<n>) and the best one gives the ratio
+#   BENCH_TRAIN_S=6 BENCH_TRAIN_WARMUP=20   timed seconds / warm-up steps per training case
+#   TRAIN_RSS_MODELS=mlp TRAIN_RSS_EPOCHS="1 3"   flat-memory check after the rounds: peak RSS of
+#                         separate kiln runs of these many full epochs (quick: 20 steps each)
+#   BUILD=build           build folder holding bench_gemm, bench_ops and bench_train
 #   BENCH_PYTHON=/usr/bin/python3
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
@@ -27,12 +36,17 @@ GEMM_THREADS=${GEMM_THREADS:-1 2}
 OPS_THREADS=${OPS_THREADS:-2}
 TORCH_OPS_CFGS=${TORCH_OPS_CFGS:-1:2 2:1}
 BENCH_OPS=${BENCH_OPS:-}
+TRAIN_MODELS=${TRAIN_MODELS:-mlp,lenet}
+TRAIN_THREADS=${TRAIN_THREADS:-2}
+TORCH_TRAIN_CFGS=${TORCH_TRAIN_CFGS:-1:1 2:2}
+TRAIN_RSS_MODELS=${TRAIN_RSS_MODELS:-mlp}
+TRAIN_RSS_EPOCHS=${TRAIN_RSS_EPOCHS:-1 3}
 
 case "$B" in
-  "") names=(gemm ops) ;;
-  gemm | ops) names=("$B") ;;
+  "") names=(gemm ops train) ;;
+  gemm | ops | train) names=("$B") ;;
   *)
-    echo "bench/run.sh: unknown benchmark '$B' (known: gemm, ops; empty for all)" >&2
+    echo "bench/run.sh: unknown benchmark '$B' (known: gemm, ops, train; empty for all)" >&2
     exit 2
     ;;
 esac
@@ -80,6 +94,19 @@ for name in "${names[@]}"; do
             --blas-threads "$t" --sizes "$GEMM_SIZES" >>"$raw" || rc=1
         done
       fi
+    elif [ "$name" = train ]; then
+      for model in ${TRAIN_MODELS//,/ }; do
+        say "train round $r/$ROUNDS: $model kiln (threads $TRAIN_THREADS)"
+        "$bin" --model "$model" --threads "$TRAIN_THREADS" >>"$raw" || rc=1
+        if [ $have_torch = 1 ]; then
+          for cfg in $TORCH_TRAIN_CFGS; do
+            t=${cfg%%:*} b=${cfg##*:}
+            say "train round $r/$ROUNDS: $model torch (torch $t + OpenBLAS $b threads)"
+            OPENBLAS_NUM_THREADS=$b "$PY" bench/peer_torch.py train --model "$model" \
+              --torch-threads "$t" --blas-threads "$b" >>"$raw" || rc=1
+          done
+        fi
+      done
     else
       ops_arg=()
       [ -n "$BENCH_OPS" ] && ops_arg=(--ops "$BENCH_OPS")
@@ -95,6 +122,19 @@ for name in "${names[@]}"; do
       fi
     fi
   done
+  if [ "$name" = train ]; then
+    # Flat memory: the same run for 1 and for 3 epochs, each in its own process; peak RSS must
+    # not grow with the number of steps. Quick mode caps each epoch at 20 steps.
+    cap=()
+    [ "${BENCH_QUICK:-0}" != 0 ] && cap=(--epoch-steps 20)
+    for model in ${TRAIN_RSS_MODELS//,/ }; do
+      for ep in $TRAIN_RSS_EPOCHS; do
+        say "train_rss: $model kiln, $ep epoch(s)"
+        "$bin" --model "$model" --threads "$TRAIN_THREADS" --epochs "$ep" "${cap[@]}" \
+          >>"$raw" || rc=1
+      done
+    done
+  fi
   echo "# loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,)" \
        "seconds=$(($(date +%s) - start))" >>"$raw"
   say "$name: raw lines in $raw ($(($(date +%s) - start)) s)"
