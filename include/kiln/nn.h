@@ -25,7 +25,19 @@ typedef kn_tensor *(*kn_forward_fn)(kn_module *m, kn_tensor *x);
 /* ---- user-defined modules ----
  * type_name is shown by kn_module_print ("MyBlock"); forward receives the module (get your
  * parameters with kn_module_param / children with kn_module_child, or keep pointers in state);
- * state is opaque user data freed with free_state (may be NULL) when the module is freed. */
+ * state is opaque user data freed with free_state (may be NULL) when the module is freed (or
+ * when kn_module_new fails). forward returns a new tensor like an op. Example, y = relu(x + fc(x)):
+ *   static kn_tensor *block_fwd(kn_module *m, kn_tensor *x) {
+ *       kn_scope s = kn_scope_begin();
+ *       kn_tensor *h = kn_module_forward(kn_module_child(m, "fc"), x);
+ *       kn_tensor *y = kn_keep(kn_relu(kn_add(x, h)));
+ *       kn_scope_end(s);
+ *       return y;
+ *   }
+ *   kn_module *b = kn_module_new("Block", block_fwd, NULL, NULL);
+ *   kn_module_add_child(b, "fc", kn_nn_linear(64, 64, true));
+ * Names: non-empty, no '.', unique among a module's parameters, buffers and children. Inside a
+ * scope, add_param/add_buffer take their own reference (the scope keeps owning its one). */
 kn_module *kn_module_new(const char *type_name, kn_forward_fn forward, void *state,
                          void (*free_state)(void *state));
 void *kn_module_state(kn_module *m);
@@ -56,7 +68,8 @@ int kn_module_buffers(kn_module *m, kn_named_tensor *out, int max);
 /* Parameters + buffers, like state_dict() */
 int kn_module_state_dict(kn_module *m, kn_named_tensor *out, int max);
 int64_t kn_module_num_params(kn_module *m, bool trainable_only); /* scalar count */
-/* PyTorch-like summary ("Sequential(\n  (0): Linear(in_features=784, ...)\n)") to f */
+/* PyTorch-like summary ("Sequential(\n  (0): Linear(in_features=784, ...)\n)") and a newline
+ * to f, like print(model) */
 kn_status kn_module_print(kn_module *m, FILE *f);
 
 /* ---- built-in layers (PyTorch names, defaults and initialisation) ---- */
