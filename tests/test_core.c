@@ -25,6 +25,8 @@ static void test_create_and_inspect(void) {
     KT_NEAR(1, kn_tensor_get(e, (int64_t[]){2, 2}), 0);
     KT_NEAR(0, kn_tensor_get(e, (int64_t[]){2, 3}), 0);
     KT_NEAR(3.5, kn_item(kn_scalar(KN_F32, 3.5)), 0);
+    /* regression: a fresh size-0 tensor is contiguous */
+    KT_TRUE(kn_tensor_is_contiguous(kn_zeros(KN_F32, 3, (int64_t[]){2, 0, 4})));
     /* bf16 / f16 round trips */
     kn_tensor *h = kn_full(KN_F16, 1, (int64_t[]){1}, 0.333251953125);
     KT_NEAR(0.333251953125, kn_item(h), 0);

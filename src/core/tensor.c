@@ -28,6 +28,7 @@ void kn__contiguous_strides(int ndim, const int64_t *shape, int64_t *strides) {
 }
 
 bool kn__is_contiguous(const kn_tensor *t) {
+    if (kn__numel(t->ndim, t->shape) == 0) return true; /* no element is addressed */
     int64_t s = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
         if (t->shape[i] == 1) continue;
