@@ -82,7 +82,9 @@ kn_scheduler *kn_cosinelr_new(kn_optimizer *opt, int64_t t_max, double eta_min);
 kn_scheduler *kn_linearlr_new(kn_optimizer *opt, double start_factor, double end_factor,
                               int64_t total_iters);
 /* OneCycleLR with cosine annealing (PyTorch defaults: pct_start 0.3, div_factor 25,
- * final_div_factor 1e4; pass 0 for a default). */
+ * final_div_factor 1e4; pass 0 for a default). Like PyTorch's cycle_momentum=True it also
+ * cycles momentum (SGD/RMSprop) or beta1 (Adam/AdamW) between 0.95 and 0.85, starting at 0.95
+ * when created. Stepping past total_steps is KN_EMISUSE. */
 kn_scheduler *kn_onecyclelr_new(kn_optimizer *opt, double max_lr, int64_t total_steps,
                                 double pct_start, double div_factor, double final_div_factor);
 kn_status kn_scheduler_step(kn_scheduler *s);
