@@ -38,6 +38,7 @@ test-asan:
 
 demo: deps build
 	./$(BUILD)/autograd_basics
+	./$(BUILD)/fashion_mnist --model lenet --epochs 2 --save $(BUILD)/lenet.kiln
 
 bench: build
 	@KILN_DEPS_BENCH=1 bash scripts/deps.sh
