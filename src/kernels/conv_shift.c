@@ -38,7 +38,8 @@ static bool shift_ok(const kn_conv_geom *g, shift_geom *s) {
     s->Cg = g->C / g->G;
     s->Og = g->O / g->G;
     s->K2 = g->KH * g->KW;
-    return true;
+    /* each tap is a GEMM with K = Cg: too few channels and im2col's one big GEMM wins */
+    return s->Cg >= 16;
 }
 
 /* padded copy of Cg input planes (x: Cg x H x W) into xp (Cg x PS); only the border is zeroed */

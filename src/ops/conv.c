@@ -142,9 +142,12 @@ static bool is_direct_1x1(const kn_conv_geom *g, const conv_params *p) {
            p->p[1] == 0 && p->p[2] == 0 && p->p[3] == 0 && g->OH == g->H && g->OW == g->W;
 }
 
-/* One input channel per group and few outputs per group (depthwise): direct loops beat G tiny
- * GEMMs. A single-channel input with many filters (e.g. a first layer on grayscale) keeps GEMM. */
-static bool use_direct_dw(const kn_conv_geom *g) { return g->C == g->G && g->O / g->G <= 8; }
+/* One input channel per group, several groups and few outputs per group (depthwise): direct
+ * loops beat G tiny GEMMs. An ungrouped single-channel input (a first layer on grayscale, G = 1)
+ * keeps GEMM: measured 2.3x faster for LeNet's 1->6 5x5 layer than the direct loops. */
+static bool use_direct_dw(const kn_conv_geom *g) {
+    return g->G > 1 && g->C == g->G && g->O / g->G <= 8;
+}
 
 /* Output rows per im2col tile, so that one tile of columns is about COL_TILE_BYTES. */
 static int64_t tile_rows(const kn_conv_geom *g, int64_t KK, size_t es) {
