@@ -12,7 +12,7 @@
  *   mlp:   Flatten, Linear(784,512), ReLU, Linear(512,256), ReLU, Linear(256,10)
  *   lenet: Conv2d(1,6,5), ReLU, MaxPool2d(2), Conv2d(6,16,5), ReLU, MaxPool2d(2), Flatten,
  *          Linear(256,120), ReLU, Linear(120,84), ReLU, Linear(84,10)
- * Step: zero_grad (in place, PyTorch 1.13's default set_to_none=False), forward, cross_entropy
+ * Step: zero_grad(set_to_none=True) on both sides (PyTorch 2.x default), forward, cross_entropy
  * (mean), backward, SGD(lr 0.01, momentum 0.9) step, loss read back with kn_item (as a training
  * loop that logs the running loss does). Data: kn_mnist_load(kn_fashion_mnist_dir(), "train"),
  * kn_loader with shuffle (seed 1234), batch 64, last partial batch kept (drop_last off, like
@@ -129,7 +129,7 @@ static int train_step(trainer *t, bool roll, int64_t *nsamples, double *loss_out
         rc = got;
         goto done;
     }
-    if (kn_optimizer_zero_grad(t->opt, false) != KN_OK) goto done;
+    if (kn_optimizer_zero_grad(t->opt, true) != KN_OK) goto done;
     kn_tensor *logits = kn_module_forward(t->model, x);
     if (!logits) goto done;
     kn_tensor *loss = kn_cross_entropy(logits, y, NULL);

@@ -28,8 +28,8 @@ output grad g (the graph is freed outside the timing, as kiln's scope does).
 BENCH_QUICK=1: 1 warm-up call and 2 timed calls.
 
 Training (train): models as in bench_train.c (MLP 784-512-256-10; LeNet-5 with 5x5 convs and
-2x2 max pools), cross_entropy, SGD(lr 0.01, momentum 0.9), zero_grad(set_to_none=False) (1.13's
-default), loss.item() every step, batch 64, last partial batch kept. Data: the IDX .gz files that
+2x2 max pools), cross_entropy, SGD(lr 0.01, momentum 0.9), zero_grad(set_to_none=True) (on both
+sides; PyTorch 2's default), loss.item() every step, batch 64, last partial batch kept. Data: the IDX .gz files that
 kn_mnist_load reads ($KILN_FASHION_MNIST or /usr/share/datasets/fashion-mnist), read with gzip +
 numpy, normalised once into a float32 tensor ((x/255 - 0.2860) / 0.3530; (N,1,28,28) for LeNet);
 each epoch indexes it with a fresh torch.randperm (seed 1234) in slices of 64. This plain loop is
@@ -294,7 +294,7 @@ def run_train(args):
         idx = perm[pos:pos + TRAIN_BATCH]
         pos += TRAIN_BATCH
         xb, yb = x_all[idx], y_all[idx]
-        opt.zero_grad(set_to_none=False)
+        opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(xb), yb)
         loss.backward()
         opt.step()

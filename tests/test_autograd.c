@@ -38,6 +38,31 @@ static void test_backward_on_leaf(void) {
     kn_scope_end(s);
 }
 
+/* .grad may take over a fresh, exclusively owned gradient (no copy), but must never alias a
+ * tensor someone else can see: the user's seed through a view, or one gradient routed twice */
+static void test_grad_never_aliases(void) {
+    kn_scope s = kn_scope_begin();
+    kn_tensor *x = kn_ones(KN_F32, 2, (int64_t[]){2, 3});
+    kn_tensor_set_requires_grad(x, true);
+    kn_tensor *seed = kn_full(KN_F32, 1, (int64_t[]){6}, 2.0);
+    kn_backward_opts o = {.grad_output = seed};
+    KT_OK(kn_backward(kn_reshape(x, 1, (int64_t[]){6}), &o)); /* grad = reshape(seed): a view */
+    KT_TRUE(!kn_tensor_shares_storage(kn_tensor_grad(x), seed));
+    KT_OK(kn_backward(kn_sum(kn_reshape(x, 1, (int64_t[]){6}), NULL, 0, false), NULL));
+    KT_NEAR(2.0, kn_tensor_get(seed, (int64_t[]){0}), 0); /* accumulation left the seed alone */
+    KT_NEAR(3.0, kn_tensor_get(kn_tensor_grad(x), (int64_t[]){0, 0}), 0);
+    /* add routes the same gradient tensor to both inputs: they must get separate .grad */
+    kn_tensor *a = kn_ones(KN_F32, 1, (int64_t[]){4}), *b = kn_ones(KN_F32, 1, (int64_t[]){4});
+    kn_tensor_set_requires_grad(a, true);
+    kn_tensor_set_requires_grad(b, true);
+    KT_OK(kn_backward(kn_sum(kn_mul_scalar(kn_add(a, b), 3.0), NULL, 0, false), NULL));
+    KT_TRUE(!kn_tensor_shares_storage(kn_tensor_grad(a), kn_tensor_grad(b)));
+    KT_OK(kn_backward(kn_sum(a, NULL, 0, false), NULL));
+    KT_NEAR(4.0, kn_tensor_get(kn_tensor_grad(a), (int64_t[]){0}), 0);
+    KT_NEAR(3.0, kn_tensor_get(kn_tensor_grad(b), (int64_t[]){0}), 0);
+    kn_scope_end(s);
+}
+
 static void test_backward_errors(void) {
     kn_scope s = kn_scope_begin();
     kn_tensor *x = kn_ones(KN_F32, 1, (int64_t[]){3});
@@ -314,6 +339,7 @@ int main(void) {
     KT_RUN(test_simple_backward);
     KT_RUN(test_no_leaks_so_far);
     KT_RUN(test_backward_on_leaf);
+    KT_RUN(test_grad_never_aliases);
     KT_RUN(test_backward_errors);
     KT_RUN(test_no_grad_and_detach);
     KT_RUN(test_hessian_vector_product);

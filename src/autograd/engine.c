@@ -167,6 +167,14 @@ static bool same_shape(const kn_tensor *a, const kn_tensor *b) {
     return a->ndim == b->ndim && memcmp(a->shape, b->shape, sizeof(int64_t) * a->ndim) == 0;
 }
 
+/* Whether nobody but its current owner can see g (one header reference, storage used by no
+ * other header): then a leaf's .grad may take it over instead of copying it, and later in-place
+ * accumulation into .grad cannot show through anywhere else. */
+static bool exclusive(const kn_tensor *g) {
+    return atomic_load(&g->refcount) == 1 && atomic_load(&g->storage->refcount) == 1 &&
+           !g->grad_fn && !g->storage->release && !g->storage->external && kn__is_contiguous(g);
+}
+
 /* Adds g (borrowed) into *slot (owned). */
 static kn_status accumulate(kn_tensor **slot, kn_tensor *g) {
     if (!*slot) {
@@ -287,9 +295,8 @@ static kn_status run_backward(kn_tensor *const *roots, kn_tensor *const *seeds, 
             st = accumulate(&captured[cap_], g_);                                              \
         } else if (!captured && t_->requires_grad) {                                           \
             if (!t_->grad) {                                                                   \
-                kn_tensor *c_ = create_graph ? kn_tensor_retain(g_) : kn__contig(g_);          \
-                if (c_ == g_ && !create_graph) { /* never alias a gradient another sum uses */ \
-                    kn_tensor_free(c_);                                                        \
+                kn_tensor *c_ = create_graph || exclusive(g_) ? kn_tensor_retain(g_) : NULL;   \
+                if (!c_) { /* shared with something else: .grad gets its own copy */           \
                     c_ = kn__tensor_alloc(g_->dtype, g_->ndim, g_->shape);                     \
                     if (c_) kn__copy_into(c_, g_);                                             \
                 }                                                                              \
