@@ -179,8 +179,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (a.limit && a.limit < kn_tensor_dim(xtr, 0)) {
-        kn_tensor *x2 = kn_contiguous(kn_slice(xtr, 0, 0, a.limit, 1));
-        kn_tensor *y2 = kn_contiguous(kn_slice(ytr, 0, 0, a.limit, 1));
+        kn_scope s = kn_scope_begin(); /* the slice views are temporaries */
+        kn_tensor *x2 = kn_keep(kn_contiguous(kn_slice(xtr, 0, 0, a.limit, 1)));
+        kn_tensor *y2 = kn_keep(kn_contiguous(kn_slice(ytr, 0, 0, a.limit, 1)));
+        kn_scope_end(s);
         kn_tensor_free(xtr);
         kn_tensor_free(ytr);
         xtr = x2;
