@@ -88,5 +88,11 @@ bool kn__conv_shift_fwd(kn_dtype dt, const void *x, const void *w, const void *b
                         const kn_conv_geom *g);
 bool kn__conv_shift_bwd_data(kn_dtype dt, const void *gy, const void *w, const void *b, void *gx,
                              const kn_conv_geom *g);
+/* Direct AVX-512 stride-1 ungrouped f32 convolution and its input gradient
+ * (x86/conv_avx512.c); same contract (false: not applicable, nothing done). */
+bool kn__conv_direct_avx512_fwd(const float *x, const float *w, const float *b, float *y,
+                                const kn_conv_geom *g);
+bool kn__conv_direct_avx512_bwd_data(const float *gy, const float *w, const float *b, float *gx,
+                                     const kn_conv_geom *g);
 
 #endif

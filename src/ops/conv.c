@@ -3,7 +3,9 @@
  * avg_pool2d, adaptive_avg_pool2d, global_avg_pool2d, their internal backward ops, and conv1d
  * (composed from conv2d on a height-1 image; no kernel of its own).
  *
- * Stride-1, dilation-1 convolutions (forward and input gradient) first try the
+ * Stride-1 ungrouped f32 convolutions (forward and input gradient) run the direct AVX-512
+ * kernel of kernels/x86/conv_avx512.c where the CPU has it; other stride-1, dilation-1 ones
+ * first try the
  * shifted-GEMM kernels of kernels/conv_shift.c (no column buffer); otherwise, or when they
  * decline, convolution is im2col + GEMM per (image, group), over tiles of whole output rows so that the
  * column buffer stays in L2; a 1x1 stride-1 unpadded convolution is one GEMM on the input as
@@ -203,6 +205,7 @@ static kn_status conv_fwd_gemm(kn_dtype dt, const void *x, const void *w, const 
         return KN_OK;
     }
     const bool direct = is_direct_1x1(g, p);
+    if (!direct && dt == KN_F32 && kn__conv_direct_avx512_fwd(x, w, b, y, g)) return KN_OK;
     if (!direct && kn__conv_shift_fwd(dt, x, w, b, y, g)) return KN_OK;
     const int64_t th = tile_rows(g, KK, es);
     const int nth = kn__threads();
@@ -274,6 +277,8 @@ static kn_status conv_bwd_data_gemm(kn_dtype dt, const void *gy, const void *w, 
         return KN_OK;
     }
     const bool direct = is_direct_1x1(g, p);
+    if (!direct && dt == KN_F32 && kn__conv_direct_avx512_bwd_data(gy, w, b, gx, g))
+        return KN_OK;
     if (!direct && kn__conv_shift_bwd_data(dt, gy, w, b, gx, g)) return KN_OK;
     const int64_t th = tile_rows(g, KK, es);
     const bool par = images_parallel(g->N, nth);

@@ -1,0 +1,181 @@
+/*
+ * conv_avx512.c - direct stride-1, dilation-1, ungrouped f32 convolution for AVX-512: no
+ * im2col, no GEMM packing (the NCHW analogue of oneDNN's direct kernels).
+ *
+ * The input of one image is copied into a zero-padded grid (rows Wp = OW + KW - 1 apart).
+ * Outputs are computed on the padded grid, flattened (rows Wp apart; the last KW - 1 columns of
+ * each row are garbage and cropped afterwards), so a run of 48 outputs is 48 consecutive floats
+ * whatever the row width. An output tile is 8 channels x 48 positions in 24 zmm accumulators;
+ * for every input channel and tap it loads three vectors of the padded input and does 24 FMAs
+ * with 8 broadcast weights (packed as [o/8][c][kh][kw][8], zero beyond O): FMA-bound. For small
+ * convolutions (LeNet's) this removes the per-image im2col and tiny-GEMM call overhead.
+ * The input gradient of such a convolution is the same kind of convolution (gy correlated with
+ * the 180-degree-rotated, channel-swapped filters, padding K - 1 - p), so it runs through the
+ * same kernel.
+ *
+ * Numerics: each output sums its (c, kh, kw) terms in that order with fused multiply-adds: the
+ * reference's terms in another order, within the conv tolerance. Determinism: images run in
+ * parallel, each computed by one thread in a fixed order, so the thread count does not matter.
+ * Returns false, doing nothing, without AVX-512F, for other geometries (groups, strides,
+ * dilation) or when memory is short; the caller then uses the GEMM-based paths.
+ */
+#include <immintrin.h>
+#include <omp.h>
+#include <string.h>
+
+#include "core/core_impl.h"
+#include "kernels/conv.h"
+
+#define SLACK 64 /* floats read past the grid by the last tile's loads (results discarded) */
+
+typedef struct {
+    int64_t C, O, OB, H, W, OH, OW, KH, KW, pt, pl, Wp, Hp, PS;
+} dgeom;
+
+static bool has_avx512(void) {
+    static int v = -1;
+    if (v < 0) v = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    return v == 1;
+}
+
+/* yp[o][j0 .. j0+48) for all channel blocks, j over the flattened padded output grid (NP) */
+__attribute__((target("avx512f"))) static void out_tile(const float *xp, const float *wp,
+                                                        float *yp, const dgeom *d, int64_t j0,
+                                                        int64_t NP) {
+    const int64_t K2 = d->KH * d->KW;
+    int64_t left = NP - j0;
+    __mmask16 m[3];
+    for (int v = 0; v < 3; v++) {
+        int64_t l = left - 16 * v;
+        m[v] = l >= 16 ? 0xffff : l <= 0 ? 0 : (__mmask16)((1u << l) - 1);
+    }
+    for (int64_t ob = 0; ob < d->OB; ob++) {
+        const float *wb = wp + ob * d->C * K2 * 8;
+        __m512 a[8][3];
+        for (int i = 0; i < 8; i++) a[i][0] = a[i][1] = a[i][2] = _mm512_setzero_ps();
+        for (int64_t c = 0; c < d->C; c++) {
+            const float *xr = xp + c * d->PS + j0;
+            const float *wc = wb + c * K2 * 8;
+            for (int64_t kh = 0; kh < d->KH; kh++)
+                for (int64_t kw = 0; kw < d->KW; kw++) {
+                    const float *src = xr + kh * d->Wp + kw;
+                    __m512 x0 = _mm512_loadu_ps(src), x1 = _mm512_loadu_ps(src + 16),
+                           x2 = _mm512_loadu_ps(src + 32);
+                    const float *wk = wc + (kh * d->KW + kw) * 8;
+                    for (int i = 0; i < 8; i++) {
+                        __m512 w = _mm512_set1_ps(wk[i]);
+                        a[i][0] = _mm512_fmadd_ps(w, x0, a[i][0]);
+                        a[i][1] = _mm512_fmadd_ps(w, x1, a[i][1]);
+                        a[i][2] = _mm512_fmadd_ps(w, x2, a[i][2]);
+                    }
+                }
+        }
+        for (int i = 0; i < 8 && ob * 8 + i < d->O; i++) {
+            float *yr = yp + (ob * 8 + i) * NP + j0;
+            for (int v = 0; v < 3; v++)
+                if (m[v]) _mm512_mask_storeu_ps(yr + 16 * v, m[v], a[i][v]);
+        }
+    }
+}
+
+/* y (N, O, OH, OW) = correlation of x (N, C, H, W) with packed weights wp (+ bias) */
+static bool run(const float *x, const float *wp, const float *bias, float *y, const dgeom *d,
+                int64_t N) {
+    const int nth = kn__threads();
+    const int slots = nth < N ? nth : (int)N;
+    const int64_t NP = d->OH * d->Wp;
+    const size_t per = (size_t)(d->C * d->PS + SLACK + d->O * NP);
+    float *scr = kn__aligned_alloc(per * (size_t)slots * sizeof(float));
+    if (!scr) {
+        kn_clear_error();
+        return false;
+    }
+#pragma omp parallel for num_threads(slots) schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        float *xp = scr + per * (size_t)omp_get_thread_num();
+        float *yp = xp + d->C * d->PS + SLACK;
+        const float *xn = x + n * d->C * d->H * d->W;
+        memset(xp, 0, (size_t)(d->C * d->PS + SLACK) * sizeof(float));
+        for (int64_t c = 0; c < d->C; c++)
+            for (int64_t h = 0; h < d->H; h++)
+                memcpy(xp + c * d->PS + (h + d->pt) * d->Wp + d->pl, xn + (c * d->H + h) * d->W,
+                       (size_t)d->W * sizeof(float));
+        for (int64_t j0 = 0; j0 < NP; j0 += 48) out_tile(xp, wp, yp, d, j0, NP);
+        float *yn = y + n * d->O * d->OH * d->OW;
+        for (int64_t o = 0; o < d->O; o++) {
+            float bv = bias ? bias[o] : 0.0f;
+            for (int64_t oh = 0; oh < d->OH; oh++) {
+                const float *s = yp + o * NP + oh * d->Wp;
+                float *t = yn + (o * d->OH + oh) * d->OW;
+                for (int64_t ow = 0; ow < d->OW; ow++) t[ow] = s[ow] + bv;
+            }
+        }
+    }
+    kn__aligned_free(scr);
+    return true;
+}
+
+static bool make_geom(const kn_conv_geom *g, dgeom *d) {
+    *d = (dgeom){.C = g->C, .O = g->O, .OB = (g->O + 7) / 8, .H = g->H, .W = g->W,
+                 .OH = g->OH, .OW = g->OW, .KH = g->KH, .KW = g->KW, .pt = g->pt, .pl = g->pl};
+    d->Hp = d->OH + d->KH - 1;
+    d->Wp = d->OW + d->KW - 1;
+    d->PS = d->Hp * d->Wp;
+    return d->pt >= 0 && d->pl >= 0 && d->Hp >= d->H + d->pt && d->Wp >= d->W + d->pl &&
+           d->O >= 1 && d->C >= 1 && d->OW >= 1 && d->OH >= 1;
+}
+
+static bool eligible(const kn_conv_geom *g) {
+    return has_avx512() && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 && g->G == 1 &&
+           g->N >= 1;
+}
+
+/* packs w into [o/8][c][k][o%8] (zeros for o >= O); src(o, c, k) gives the source element */
+static float *pack(const dgeom *d, const float *w, bool rot) {
+    const int64_t K2 = d->KH * d->KW;
+    float *wp = kn__aligned_alloc((size_t)(d->OB * 8 * d->C * K2) * sizeof(float));
+    if (!wp) {
+        kn_clear_error();
+        return NULL;
+    }
+    memset(wp, 0, (size_t)(d->OB * 8 * d->C * K2) * sizeof(float));
+    for (int64_t o = 0; o < d->O; o++)
+        for (int64_t c = 0; c < d->C; c++)
+            for (int64_t k = 0; k < K2; k++)
+                wp[(((o / 8) * d->C + c) * K2 + k) * 8 + o % 8] =
+                    rot ? w[(c * d->O + o) * K2 + (K2 - 1 - k)] : w[(o * d->C + c) * K2 + k];
+    return wp;
+}
+
+bool kn__conv_direct_avx512_fwd(const float *x, const float *w, const float *b, float *y,
+                                const kn_conv_geom *g) {
+    dgeom d;
+    if (!eligible(g) || !make_geom(g, &d)) return false;
+    float *wp = pack(&d, w, false);
+    if (!wp) return false;
+    bool ok = run(x, wp, b, y, &d, g->N);
+    kn__aligned_free(wp);
+    return ok;
+}
+
+bool kn__conv_direct_avx512_bwd_data(const float *gy, const float *w, const float *b, float *gx,
+                                     const kn_conv_geom *g) {
+    if (!eligible(g)) return false;
+    /* gx = gy correlated with rot180(w), channels swapped, padding K - 1 - p */
+    kn_conv_geom t = *g;
+    t.C = g->O;
+    t.O = g->C;
+    t.H = g->OH;
+    t.W = g->OW;
+    t.OH = g->H;
+    t.OW = g->W;
+    t.pt = g->KH - 1 - g->pt;
+    t.pl = g->KW - 1 - g->pl;
+    dgeom d;
+    if (!make_geom(&t, &d)) return false;
+    float *wp = pack(&d, w, true);
+    if (!wp) return false;
+    bool ok = run(gy, wp, b, gx, &d, g->N);
+    kn__aligned_free(wp);
+    return ok;
+}
