@@ -94,5 +94,8 @@ bool kn__conv_direct_avx512_fwd(const float *x, const float *w, const float *b, 
                                 const kn_conv_geom *g);
 bool kn__conv_direct_avx512_bwd_data(const float *gy, const float *w, const float *b, float *gx,
                                      const kn_conv_geom *g);
+/* its weight gradient for small images (<= 1024 output positions); gw (O, C, KH, KW) */
+bool kn__conv_direct_avx512_bwd_weight(const float *x, const float *gy, float *gw,
+                                       const kn_conv_geom *g);
 
 #endif

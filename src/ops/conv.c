@@ -343,6 +343,7 @@ static kn_status conv_bwd_weight_gemm(kn_dtype dt, const void *x, const void *gy
         return KN_OK;
     }
     const bool direct = is_direct_1x1(g, p);
+    if (!direct && dt == KN_F32 && kn__conv_direct_avx512_bwd_weight(x, gy, gw, g)) return KN_OK;
     const int64_t th = tile_rows(g, KK, es);
     int64_t S = g->N < WGRAD_SLOTS ? g->N : WGRAD_SLOTS;
     while (S > 1 && (S - 1) * WN * (int64_t)es > WGRAD_SLOT_BYTES) S--;

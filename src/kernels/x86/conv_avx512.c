@@ -179,3 +179,76 @@ bool kn__conv_direct_avx512_bwd_data(const float *gy, const float *w, const floa
     kn__aligned_free(wp);
     return ok;
 }
+
+/* ---- weight gradient for small images ----
+ * gw[o][c][k] = sum_n sum_j gy_pad[n][o][j] * x_pad[n][c][j + off_k], j over the flattened padded
+ * output grid (gy is zero on the garbage columns, so they add nothing for finite x; an inf or
+ * NaN input pixel can reach a sum through them, where the reference would leave it out). One
+ * work item = (8 output channels, c, tap); it keeps 8 vector partial sums over all images and
+ * positions in a fixed order, then reduces them: thread-count independent. Only used for small
+ * images (P <= 1024), where im2col + per-image tiny GEMMs dominate. */
+#define DW_MAX_P 1024
+#define DW_MAX_BYTES ((size_t)64 << 20)
+
+__attribute__((target("avx512f"))) static void dw_item(const float *xall, const float *gall,
+                                                       float *gw, const dgeom *d, int64_t N,
+                                                       int64_t NP16, size_t xper, size_t gper,
+                                                       int64_t ob, int64_t c, int64_t k) {
+    const int64_t K2 = d->KH * d->KW, off = (k / d->KW) * d->Wp + k % d->KW;
+    const int64_t NP = d->OH * d->Wp;
+    __m512 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_ps();
+    for (int64_t n = 0; n < N; n++) {
+        const float *xs = xall + (size_t)n * xper + c * d->PS + off;
+        const float *gs = gall + (size_t)n * gper + ob * 8 * NP16;
+        for (int64_t j = 0; j < NP; j += 16) {
+            int64_t l = NP - j;
+            __mmask16 m = l >= 16 ? 0xffff : (__mmask16)((1u << l) - 1);
+            __m512 xv = _mm512_maskz_loadu_ps(m, xs + j);
+            for (int i = 0; i < 8; i++)
+                acc[i] = _mm512_fmadd_ps(_mm512_loadu_ps(gs + i * NP16 + j), xv, acc[i]);
+        }
+    }
+    for (int i = 0; i < 8 && ob * 8 + i < d->O; i++)
+        gw[((ob * 8 + i) * d->C + c) * K2 + k] = _mm512_reduce_add_ps(acc[i]);
+}
+
+bool kn__conv_direct_avx512_bwd_weight(const float *x, const float *gy, float *gw,
+                                       const kn_conv_geom *g) {
+    dgeom d;
+    /* a few input channels give too few work items for the threads: im2col does better */
+    if (!eligible(g) || !make_geom(g, &d) || g->OH * g->OW > DW_MAX_P || g->C < 4) return false;
+    const int64_t NP = d.OH * d.Wp, NP16 = (NP + 15) / 16 * 16, K2 = d.KH * d.KW;
+    const size_t xper = (size_t)(d.C * d.PS + SLACK), gper = (size_t)(d.OB * 8 * NP16);
+    size_t tot;
+    if (!kn__mul_ok(xper + gper, (size_t)g->N, &tot) || tot * sizeof(float) > DW_MAX_BYTES)
+        return false;
+    float *buf = kn__aligned_alloc(tot * sizeof(float));
+    if (!buf) {
+        kn_clear_error();
+        return false;
+    }
+    float *xall = buf, *gall = buf + xper * (size_t)g->N;
+    const int nth = kn__threads();
+#pragma omp parallel for num_threads(nth) schedule(static)
+    for (int64_t n = 0; n < g->N; n++) {
+        float *xp = xall + (size_t)n * xper, *gp = gall + (size_t)n * gper;
+        memset(xp, 0, xper * sizeof(float));
+        for (int64_t c = 0; c < d.C; c++)
+            for (int64_t h = 0; h < d.H; h++)
+                memcpy(xp + c * d.PS + (h + d.pt) * d.Wp + d.pl,
+                       x + ((n * d.C + c) * d.H + h) * d.W, (size_t)d.W * sizeof(float));
+        memset(gp, 0, gper * sizeof(float));
+        for (int64_t o = 0; o < d.O; o++)
+            for (int64_t oh = 0; oh < d.OH; oh++)
+                memcpy(gp + o * NP16 + oh * d.Wp, gy + ((n * d.O + o) * d.OH + oh) * d.OW,
+                       (size_t)d.OW * sizeof(float));
+    }
+    const int64_t items = d.OB * d.C * K2;
+#pragma omp parallel for num_threads(nth) schedule(static)
+    for (int64_t it = 0; it < items; it++)
+        dw_item(xall, gall, gw, &d, g->N, NP16, xper, gper, it / (d.C * K2), (it / K2) % d.C,
+                it % K2);
+    kn__aligned_free(buf);
+    return true;
+}
