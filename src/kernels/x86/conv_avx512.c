@@ -126,8 +126,9 @@ static bool make_geom(const kn_conv_geom *g, dgeom *d) {
 }
 
 static bool eligible(const kn_conv_geom *g) {
+    /* KW <= 16 keeps the last tile's unmasked loads inside the SLACK after the padded grid */
     return has_avx512() && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 && g->G == 1 &&
-           g->N >= 1;
+           g->N >= 1 && g->KW <= 16;
 }
 
 /* packs w into [o/8][c][k][o%8] (zeros for o >= O); src(o, c, k) gives the source element */
