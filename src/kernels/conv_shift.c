@@ -105,25 +105,48 @@ static void crop_bias(kn_dtype dt, const char *src, int64_t sp, int64_t sr, char
         }
 }
 
-static bool run_parallel(int64_t N, int nth) { return nth > 1 && N >= nth; }
-
-bool kn__conv_shift_fwd(kn_dtype dt, const void *x, const void *w, const void *b, void *y,
-                        const kn_conv_geom *g) {
+/* what both entries set up: geometry, repacked weights, per-thread scratch (padded input and
+ * padded output grid); images run in parallel when there are enough of them */
+typedef struct {
     shift_geom s;
-    if (!shift_ok(g, &s)) return false;
-    const size_t es = kn_dtype_size(dt);
-    const int nth = kn__threads();
-    const bool par = run_parallel(g->N, nth);
-    const int slots = par ? nth : 1;
-    const size_t per = (size_t)(s.Cg * s.PS + s.Og * s.NP);
-    char *wk = kn__aligned_alloc((size_t)(s.K2 * g->O * s.Cg) * es);
-    char *scr = wk ? kn__aligned_alloc(per * (size_t)slots * es) : NULL;
-    if (!scr) {
-        kn__aligned_free(wk);
+    size_t es, per;
+    int nth;
+    bool par;
+    char *wk, *scr;
+} shift_run;
+
+static bool shift_begin(kn_dtype dt, const void *w, const kn_conv_geom *g, bool transposed,
+                        shift_run *r) {
+    if (!shift_ok(g, &r->s)) return false;
+    r->es = kn_dtype_size(dt);
+    r->nth = kn__threads();
+    r->par = r->nth > 1 && g->N >= r->nth;
+    r->per = (size_t)(r->s.Cg * r->s.PS + r->s.Og * r->s.NP);
+    r->wk = kn__aligned_alloc((size_t)(r->s.K2 * g->O * r->s.Cg) * r->es);
+    r->scr = r->wk ? kn__aligned_alloc(r->per * (size_t)(r->par ? r->nth : 1) * r->es) : NULL;
+    if (!r->scr) {
+        kn__aligned_free(r->wk);
         kn_clear_error();
         return false;
     }
-    repack(es, w, wk, g, &s, false);
+    repack(r->es, w, r->wk, g, &r->s, transposed);
+    return true;
+}
+
+static void shift_end(shift_run *r) {
+    kn__aligned_free(r->scr);
+    kn__aligned_free(r->wk);
+}
+
+bool kn__conv_shift_fwd(kn_dtype dt, const void *x, const void *w, const void *b, void *y,
+                        const kn_conv_geom *g) {
+    shift_run r;
+    if (!shift_begin(dt, w, g, false, &r)) return false;
+    const shift_geom s = r.s;
+    const size_t es = r.es, per = r.per;
+    const int nth = r.nth;
+    const bool par = r.par;
+    char *const wk = r.wk, *const scr = r.scr;
     const int64_t HW = g->H * g->W, P = g->OH * g->OW;
 #pragma omp parallel for num_threads(nth) if (par) schedule(static)
     for (int64_t n = 0; n < g->N; n++) {
@@ -138,31 +161,23 @@ bool kn__conv_shift_fwd(kn_dtype dt, const void *x, const void *w, const void *b
                          xp + (size_t)off * es, s.PS, k ? 1.0 : 0.0, yp, s.NP);
             }
             char *yg = (char *)y + (size_t)((n * g->O + gr * s.Og) * P) * es;
-            crop_bias(dt, yp, s.NP, s.Wp, yg, s.Og, g->OH, g->OW, b ? (const char *)b + (size_t)(gr * s.Og) * es : NULL);
+            crop_bias(dt, yp, s.NP, s.Wp, yg, s.Og, g->OH, g->OW,
+                      b ? (const char *)b + (size_t)(gr * s.Og) * es : NULL);
         }
     }
-    kn__aligned_free(scr);
-    kn__aligned_free(wk);
+    shift_end(&r);
     return true;
 }
 
 bool kn__conv_shift_bwd_data(kn_dtype dt, const void *gy, const void *w, const void *b, void *gx,
                              const kn_conv_geom *g) {
-    shift_geom s;
-    if (!shift_ok(g, &s)) return false;
-    const size_t es = kn_dtype_size(dt);
-    const int nth = kn__threads();
-    const bool par = run_parallel(g->N, nth);
-    const int slots = par ? nth : 1;
-    const size_t per = (size_t)(s.Cg * s.PS + s.Og * s.NP);
-    char *wk = kn__aligned_alloc((size_t)(s.K2 * g->O * s.Cg) * es);
-    char *scr = wk ? kn__aligned_alloc(per * (size_t)slots * es) : NULL;
-    if (!scr) {
-        kn__aligned_free(wk);
-        kn_clear_error();
-        return false;
-    }
-    repack(es, w, wk, g, &s, true);
+    shift_run r;
+    if (!shift_begin(dt, w, g, true, &r)) return false;
+    const shift_geom s = r.s;
+    const size_t es = r.es, per = r.per;
+    const int nth = r.nth;
+    const bool par = r.par;
+    char *const wk = r.wk, *const scr = r.scr;
     const int64_t HW = g->H * g->W, P = g->OH * g->OW;
 #pragma omp parallel for num_threads(nth) if (par) schedule(static)
     for (int64_t n = 0; n < g->N; n++) {
@@ -185,7 +200,6 @@ bool kn__conv_shift_bwd_data(kn_dtype dt, const void *gy, const void *w, const v
                       g->W, b ? (const char *)b + (size_t)(gr * s.Cg) * es : NULL);
         }
     }
-    kn__aligned_free(scr);
-    kn__aligned_free(wk);
+    shift_end(&r);
     return true;
 }
