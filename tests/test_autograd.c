@@ -121,7 +121,8 @@ static void test_hessian_vector_product(void) {
     kn_tensor *hv;
     KT_OK(kn_grad(&gv, 1, NULL, &x, 1, false, &hv));
     double xs[3] = {0.5, -1.0, 2.0}, ws[3] = {1.0, 2.0, -0.5}, vs[3] = {0.3, 0.7, 1.1};
-    for (int i = 0; i < 3; i++) KT_NEAR(6 * xs[i] * ws[i] * vs[i], kn_tensor_get(hv, (int64_t[]){i}), 1e-12);
+    for (int i = 0; i < 3; i++)
+        KT_NEAR(6 * xs[i] * ws[i] * vs[i], kn_tensor_get(hv, (int64_t[]){i}), 1e-12);
     /* also through tanh and exp (saved outputs in the double-backward path) */
     kn_tensor *f2 = kn_sum(kn_tanh(kn_exp(x)), NULL, 0, false);
     kn_tensor *g2, *h2;
@@ -148,13 +149,15 @@ static void test_grad_non_leaf_and_unused(void) {
     KT_NEAR(6, kn_tensor_get(gs[0], (int64_t[]){0}), 1e-12);  /* dy/dh = 2h */
     KT_NEAR(18, kn_tensor_get(gs[1], (int64_t[]){1}), 1e-12); /* dy/dx = 18x */
     KT_NEAR(0, kn_tensor_get(gs[2], (int64_t[]){1}), 0);      /* unused -> zeros */
-    KT_TRUE(kn_tensor_grad(x) == NULL);                        /* kn_grad leaves .grad alone */
+    KT_TRUE(kn_tensor_grad(x) == NULL);                       /* kn_grad leaves .grad alone */
     kn_scope_end(s);
 }
 
 /* ---- finite-difference checks of the core ops ---- */
 typedef kn_tensor *(*f1)(kn_tensor *);
-static kn_tensor *apply_unary(kn_tensor *const *in, void *u) { return ((f1)u)(in[0]); }
+static kn_tensor *apply_unary(kn_tensor *const *in, void *u) {
+    return ((f1)u)(in[0]);
+}
 
 static void test_gradcheck_unary(void) {
     kn_scope s = kn_scope_begin();
@@ -163,12 +166,23 @@ static void test_gradcheck_unary(void) {
         const char *name;
         f1 fn;
         bool positive;
-    } ops[] = {{"neg", kn_neg, 0},       {"abs", kn_abs, 0},     {"exp", kn_exp, 0},
-               {"log", kn_log, 1},       {"log1p", kn_log1p, 1}, {"sqrt", kn_sqrt, 1},
-               {"rsqrt", kn_rsqrt, 1},   {"square", kn_square, 0}, {"sin", kn_sin, 0},
-               {"cos", kn_cos, 0},       {"tanh", kn_tanh, 0},   {"sigmoid", kn_sigmoid, 0},
-               {"relu", kn_relu, 0},     {"relu6", kn_relu6, 0}, {"silu", kn_silu, 0},
-               {"erf", kn_erf, 0},       {"reciprocal", kn_reciprocal, 1}};
+    } ops[] = {{"neg", kn_neg, 0},
+               {"abs", kn_abs, 0},
+               {"exp", kn_exp, 0},
+               {"log", kn_log, 1},
+               {"log1p", kn_log1p, 1},
+               {"sqrt", kn_sqrt, 1},
+               {"rsqrt", kn_rsqrt, 1},
+               {"square", kn_square, 0},
+               {"sin", kn_sin, 0},
+               {"cos", kn_cos, 0},
+               {"tanh", kn_tanh, 0},
+               {"sigmoid", kn_sigmoid, 0},
+               {"relu", kn_relu, 0},
+               {"relu6", kn_relu6, 0},
+               {"silu", kn_silu, 0},
+               {"erf", kn_erf, 0},
+               {"reciprocal", kn_reciprocal, 1}};
     for (size_t i = 0; i < sizeof ops / sizeof *ops; i++) {
         kn_tensor *x = kn_mul_scalar(kn_randn(KN_F64, 2, (int64_t[]){3, 4}), 2.0);
         if (ops[i].positive) x = kn_add_scalar(kn_abs(x), 0.5);
@@ -178,18 +192,31 @@ static void test_gradcheck_unary(void) {
         kn_tensor *leaf = kn_detach(xt);
         kn_tensor_set_requires_grad(leaf, true);
         char msg[256] = "";
-        if (kn_gradcheck(apply_unary, (void *)ops[i].fn, &leaf, 1, 1e-6, 1e-7, 1e-5, msg, sizeof msg))
+        if (kn_gradcheck(apply_unary, (void *)ops[i].fn, &leaf, 1, 1e-6, 1e-7, 1e-5, msg,
+                         sizeof msg))
             KT_FAIL("%s: %s", ops[i].name, msg);
     }
     kn_scope_end(s);
 }
 
-static kn_tensor *f_leaky(kn_tensor *const *in, void *u) { return kn_leaky_relu(in[0], 0.1); }
-static kn_tensor *f_elu(kn_tensor *const *in, void *u) { return kn_elu(in[0], 1.3); }
-static kn_tensor *f_gelu(kn_tensor *const *in, void *u) { return kn_gelu(in[0], false); }
-static kn_tensor *f_gelu_t(kn_tensor *const *in, void *u) { return kn_gelu(in[0], true); }
-static kn_tensor *f_softplus(kn_tensor *const *in, void *u) { return kn_softplus(in[0], 2.0, 3.0); }
-static kn_tensor *f_clamp(kn_tensor *const *in, void *u) { return kn_clamp(in[0], -0.5, 0.7); }
+static kn_tensor *f_leaky(kn_tensor *const *in, void *u) {
+    return kn_leaky_relu(in[0], 0.1);
+}
+static kn_tensor *f_elu(kn_tensor *const *in, void *u) {
+    return kn_elu(in[0], 1.3);
+}
+static kn_tensor *f_gelu(kn_tensor *const *in, void *u) {
+    return kn_gelu(in[0], false);
+}
+static kn_tensor *f_gelu_t(kn_tensor *const *in, void *u) {
+    return kn_gelu(in[0], true);
+}
+static kn_tensor *f_softplus(kn_tensor *const *in, void *u) {
+    return kn_softplus(in[0], 2.0, 3.0);
+}
+static kn_tensor *f_clamp(kn_tensor *const *in, void *u) {
+    return kn_clamp(in[0], -0.5, 0.7);
+}
 /* second derivatives through the fused backward ops: d/dx sum(grad of gelu) */
 static kn_tensor *f_gelu_grad(kn_tensor *const *in, void *u) {
     kn_tensor *x = in[0], *g;
@@ -205,8 +232,10 @@ static void test_gradcheck_activations(void) {
     const char *names[] = {"leaky_relu", "elu", "gelu", "gelu_tanh", "softplus", "clamp", "gelu''"};
     for (size_t i = 0; i < sizeof fs / sizeof *fs; i++) {
         kn_tensor *x = kn_mul_scalar(kn_randn(KN_F64, 1, (int64_t[]){9}), 1.5);
-        x = kn_where(kn_lt(kn_abs(kn_add_scalar(x, -0.7)), kn_scalar(KN_F64, 0.02)), kn_scalar(KN_F64, 0.9), x);
-        x = kn_where(kn_lt(kn_abs(kn_add_scalar(x, 0.5)), kn_scalar(KN_F64, 0.02)), kn_scalar(KN_F64, 0.9), x);
+        x = kn_where(kn_lt(kn_abs(kn_add_scalar(x, -0.7)), kn_scalar(KN_F64, 0.02)),
+                     kn_scalar(KN_F64, 0.9), x);
+        x = kn_where(kn_lt(kn_abs(kn_add_scalar(x, 0.5)), kn_scalar(KN_F64, 0.02)),
+                     kn_scalar(KN_F64, 0.9), x);
         x = kn_where(kn_lt(kn_abs(x), kn_scalar(KN_F64, 0.02)), kn_scalar(KN_F64, 0.9), x);
         kn_tensor_set_requires_grad(x, true);
         char msg[256] = "";
@@ -222,7 +251,9 @@ static void test_gradcheck_activations(void) {
 }
 
 typedef kn_tensor *(*f2)(kn_tensor *, kn_tensor *);
-static kn_tensor *apply_binary(kn_tensor *const *in, void *u) { return ((f2)u)(in[0], in[1]); }
+static kn_tensor *apply_binary(kn_tensor *const *in, void *u) {
+    return ((f2)u)(in[0], in[1]);
+}
 
 static void test_gradcheck_binary_broadcast(void) {
     kn_scope s = kn_scope_begin();
@@ -261,7 +292,8 @@ static kn_tensor *f_shapes(kn_tensor *const *in, void *u) {
     kn_tensor *b = kn_reshape(kn_contiguous(a), 2, (int64_t[]){4, 6});
     kn_tensor *c = kn_slice(b, 1, 1, 6, 2);
     kn_tensor *d = kn_expand(kn_unsqueeze(c, 0), 3, (int64_t[]){2, 4, 3});
-    kn_tensor *e = kn_concat((kn_tensor *[]){d, kn_squeeze(kn_slice(d, 0, 0, 1, 1), 0 + 0) ? d : d}, 2, 1);
+    kn_tensor *e =
+        kn_concat((kn_tensor *[]){d, kn_squeeze(kn_slice(d, 0, 0, 1, 1), 0 + 0) ? d : d}, 2, 1);
     kn_tensor *st = kn_stack((kn_tensor *[]){e, e}, 2, 0);
     kn_tensor *pieces[4];
     int n = kn_split(st, 3, 2, pieces, 4);
@@ -280,13 +312,18 @@ static void test_gradcheck_misc(void) {
     kn_tensor_set_requires_grad(b, true);
     char msg[256] = "";
     kn_tensor *in[2] = {a, b};
-    if (kn_gradcheck(f_where, NULL, in, 2, 1e-6, 1e-7, 1e-5, msg, sizeof msg)) KT_FAIL("where: %s", msg);
+    if (kn_gradcheck(f_where, NULL, in, 2, 1e-6, 1e-7, 1e-5, msg, sizeof msg))
+        KT_FAIL("where: %s", msg);
     kn_tensor *x = kn_randn(KN_F64, 3, (int64_t[]){2, 3, 4});
     kn_tensor_set_requires_grad(x, true);
-    if (kn_gradcheck(f_sum_axes, NULL, &x, 1, 1e-6, 1e-7, 1e-5, msg, sizeof msg)) KT_FAIL("sum: %s", msg);
-    if (kn_gradcheck(f_mean_keep, NULL, &x, 1, 1e-6, 1e-7, 1e-5, msg, sizeof msg)) KT_FAIL("mean: %s", msg);
-    if (kn_gradcheck(f_shapes, NULL, &x, 1, 1e-6, 1e-7, 1e-5, msg, sizeof msg)) KT_FAIL("shape ops: %s", msg);
-    if (kn_gradcheck(f_cast, NULL, &x, 1, 1e-3, 1e-4, 1e-3, msg, sizeof msg)) KT_FAIL("cast: %s", msg);
+    if (kn_gradcheck(f_sum_axes, NULL, &x, 1, 1e-6, 1e-7, 1e-5, msg, sizeof msg))
+        KT_FAIL("sum: %s", msg);
+    if (kn_gradcheck(f_mean_keep, NULL, &x, 1, 1e-6, 1e-7, 1e-5, msg, sizeof msg))
+        KT_FAIL("mean: %s", msg);
+    if (kn_gradcheck(f_shapes, NULL, &x, 1, 1e-6, 1e-7, 1e-5, msg, sizeof msg))
+        KT_FAIL("shape ops: %s", msg);
+    if (kn_gradcheck(f_cast, NULL, &x, 1, 1e-3, 1e-4, 1e-3, msg, sizeof msg))
+        KT_FAIL("cast: %s", msg);
     kn_scope_end(s);
 }
 
@@ -295,7 +332,8 @@ static void test_long_loop_flat_memory(void) {
     int steps = kt_quick() ? 2000 : 10000;
     kn_manual_seed(5);
     size_t live0 = kn_live_tensors();
-    kn_tensor *w1 = param(KN_F32, 2, (int64_t[]){16, 8}, 0.3), *b1 = param(KN_F32, 1, (int64_t[]){16}, 0.1);
+    kn_tensor *w1 = param(KN_F32, 2, (int64_t[]){16, 8}, 0.3),
+              *b1 = param(KN_F32, 1, (int64_t[]){16}, 0.1);
     kn_tensor *w2 = param(KN_F32, 2, (int64_t[]){1, 16}, 0.3);
     kn_tensor *x = kn_randn(KN_F32, 2, (int64_t[]){32, 8});
     kn_tensor *y = kn_sum(x, (int[]){1}, 1, true);
@@ -327,13 +365,16 @@ static void test_long_loop_flat_memory(void) {
     KT_EQ_INT(live_mid, kn_live_tensors());
     KT_TRUE(last < first * 0.5);
     (void)live_after_setup;
-    for (int i = 0; i < 3; i++) kn_tensor_free(ps[i]);
+    for (int i = 0; i < 3; i++)
+        kn_tensor_free(ps[i]);
     kn_tensor_free(x);
     kn_tensor_free(y);
     KT_EQ_INT(live0, kn_live_tensors());
 }
 
-static void test_no_leaks_so_far(void) { KT_EQ_INT(0, kn_live_tensors()); }
+static void test_no_leaks_so_far(void) {
+    KT_EQ_INT(0, kn_live_tensors());
+}
 
 int main(void) {
     KT_RUN(test_simple_backward);

@@ -3,7 +3,9 @@
 #include "kn_test.h"
 #include "ops/op_impl.h"
 
-static kn_tensor *vec(const float *v, int64_t n) { return kn_from_data(KN_F32, 1, &n, v); }
+static kn_tensor *vec(const float *v, int64_t n) {
+    return kn_from_data(KN_F32, 1, &n, v);
+}
 
 static void test_create_and_inspect(void) {
     kn_scope s = kn_scope_begin();
@@ -54,7 +56,8 @@ static void test_errors(void) {
     KT_TRUE(bad == NULL);
     KT_TRUE(kn_relu(kn_exp(bad)) == NULL);
     KT_TRUE(strstr(kn_last_error(), "cannot be broadcast") != NULL);
-    KT_ERR(KN_EINVAL, kn_div(kn_ones(KN_I32, 1, (int64_t[]){2}), kn_zeros(KN_I32, 1, (int64_t[]){2})),
+    KT_ERR(KN_EINVAL,
+           kn_div(kn_ones(KN_I32, 1, (int64_t[]){2}), kn_zeros(KN_I32, 1, (int64_t[]){2})),
            "integer division by zero");
     kn_scope_end(s);
 }
@@ -68,7 +71,7 @@ static void test_views_share_storage(void) {
     KT_TRUE(kn_tensor_shares_storage(x, t));
     KT_TRUE(!kn_tensor_is_contiguous(t));
     KT_NEAR(13, kn_tensor_get(t, (int64_t[]){1, 0, 1}), 0); /* r[1,0,1] = 12+1 */
-    kn_tensor *sl = kn_slice(r, 2, 1, KN_SLICE_END, 2);         /* cols 1,3 */
+    kn_tensor *sl = kn_slice(r, 2, 1, KN_SLICE_END, 2);     /* cols 1,3 */
     KT_EQ_INT(2, kn_tensor_shape(sl)[2]);
     KT_NEAR(7, kn_tensor_get(sl, (int64_t[]){0, 1, 1}), 0);
     kn_tensor *neg = kn_slice(r, 2, -3, -1, 1);
@@ -100,7 +103,8 @@ static void test_elementwise_values(void) {
     KT_NEAR(1.5, kn_tensor_get(kn_relu(a), (int64_t[]){3}), 0);
     KT_NEAR(expf(1.5f), kn_tensor_get(kn_exp(a), (int64_t[]){3}), 2e-6);
     KT_NEAR(tanh(-0.5), kn_tensor_get(kn_tanh(a), (int64_t[]){1}), 1e-7);
-    KT_NEAR(1.5 * 0.5 * (1 + erf(1.5 / sqrt(2))), kn_tensor_get(kn_gelu(a, false), (int64_t[]){3}), 1e-6);
+    KT_NEAR(1.5 * 0.5 * (1 + erf(1.5 / sqrt(2))), kn_tensor_get(kn_gelu(a, false), (int64_t[]){3}),
+            1e-6);
     KT_NEAR(-0.02, kn_tensor_get(kn_leaky_relu(a, 0.01), (int64_t[]){0}), 1e-7);
     KT_NEAR(3, kn_tensor_get(kn_relu6(a), (int64_t[]){4}), 0);
     KT_NEAR(-2, kn_tensor_get(kn_floor(a), (int64_t[]){1}) - 0 - 1, 1e-7 + 0);
@@ -111,7 +115,8 @@ static void test_elementwise_values(void) {
     kn_tensor *sum = kn_add(col, row);
     KT_EQ_INT(2, kn_tensor_ndim(sum));
     KT_NEAR(23, kn_tensor_get(sum, (int64_t[]){1, 2}), 0);
-    KT_NEAR(8, kn_tensor_get(kn_pow(vec((float[]){2}, 1), vec((float[]){3}, 1)), (int64_t[]){0}), 0);
+    KT_NEAR(8, kn_tensor_get(kn_pow(vec((float[]){2}, 1), vec((float[]){3}, 1)), (int64_t[]){0}),
+            0);
     kn_tensor *m = kn_maximum(a, kn_scalar(KN_F32, 0.5));
     KT_NEAR(0.5, kn_tensor_get(m, (int64_t[]){0}), 0);
     kn_tensor *w = kn_where(kn_gt(a, kn_scalar(KN_F32, 0)), a, kn_scalar(KN_F32, -1));
@@ -133,7 +138,8 @@ static void test_fast_matches_ref_large(void) {
     kn_scope s = kn_scope_begin();
     kn_manual_seed(3);
     kn_tensor *x = kn_mul_scalar(kn_randn(KN_F32, 2, (int64_t[]){300, 517}), 4.0);
-    kn_tensor *(*fns[])(kn_tensor *) = {kn_exp, kn_tanh, kn_sigmoid, kn_silu, kn_relu, kn_sqrt, kn_abs};
+    kn_tensor *(*fns[])(kn_tensor *) = {kn_exp,  kn_tanh, kn_sigmoid, kn_silu,
+                                        kn_relu, kn_sqrt, kn_abs};
     for (size_t i = 0; i < sizeof fns / sizeof *fns; i++) {
         kn_tensor *in = i == 5 ? kn_abs(x) : x;
         kn_tensor *fast = fns[i](in);
@@ -194,7 +200,8 @@ static void test_thread_count_determinism(void) {
     }
     kn_set_num_threads(prev);
     for (int t = 1; t < 3; t++)
-        for (int k = 0; k < 4; k++) KT_TRUE(r[t][k] == r[0][k]);
+        for (int k = 0; k < 4; k++)
+            KT_TRUE(r[t][k] == r[0][k]);
     kn_scope_end(s);
 }
 
@@ -275,7 +282,8 @@ static void test_rng(void) {
     kn_rng_set_state(st);
     kn_tensor *b2 = kn_rand(KN_F32, 1, (int64_t[]){5});
     KT_CLOSE(b, b2, 0, 0);
-    double m = kn_item(kn_mean(a, NULL, 0, false)), sd = sqrt(kn_item(kn_mean(kn_square(a), NULL, 0, false)));
+    double m = kn_item(kn_mean(a, NULL, 0, false)),
+           sd = sqrt(kn_item(kn_mean(kn_square(a), NULL, 0, false)));
     KT_NEAR(0, m, 0.1);
     KT_NEAR(1, sd, 0.1);
     kn_tensor *ri = kn_randint(3, 7, KN_I64, 1, (int64_t[]){200});

@@ -13,17 +13,26 @@ enum { STEPS = 10, BATCH = 64 };
 static const double MEAN = 0.2860, STD = 0.3530;
 
 static kn_module *make_mlp(void) {
-    kn_module *m[] = {kn_nn_flatten(1, -1), kn_nn_linear(784, 512, true), kn_nn_relu(),
-                      kn_nn_linear(512, 256, true), kn_nn_relu(), kn_nn_linear(256, 10, true)};
+    kn_module *m[] = {kn_nn_flatten(1, -1), kn_nn_linear(784, 512, true),
+                      kn_nn_relu(),         kn_nn_linear(512, 256, true),
+                      kn_nn_relu(),         kn_nn_linear(256, 10, true)};
     return kn_nn_sequential(m, 6);
 }
 
 static kn_module *make_lenet(void) {
     kn_pool_opts pool = {.kernel = {2, 2}};
-    kn_module *m[] = {kn_nn_conv2d(1, 6, 5, 5, NULL, true), kn_nn_relu(), kn_nn_maxpool2d(&pool),
-                      kn_nn_conv2d(6, 16, 5, 5, NULL, true), kn_nn_relu(), kn_nn_maxpool2d(&pool),
-                      kn_nn_flatten(1, -1), kn_nn_linear(256, 120, true), kn_nn_relu(),
-                      kn_nn_linear(120, 84, true), kn_nn_relu(), kn_nn_linear(84, 10, true)};
+    kn_module *m[] = {kn_nn_conv2d(1, 6, 5, 5, NULL, true),
+                      kn_nn_relu(),
+                      kn_nn_maxpool2d(&pool),
+                      kn_nn_conv2d(6, 16, 5, 5, NULL, true),
+                      kn_nn_relu(),
+                      kn_nn_maxpool2d(&pool),
+                      kn_nn_flatten(1, -1),
+                      kn_nn_linear(256, 120, true),
+                      kn_nn_relu(),
+                      kn_nn_linear(120, 84, true),
+                      kn_nn_relu(),
+                      kn_nn_linear(84, 10, true)};
     return kn_nn_sequential(m, 12);
 }
 
@@ -44,7 +53,8 @@ static int init_formula(kn_module *model) {
         double bound = 1.0 / sqrt((double)fan_in);
         int64_t ne = kn_tensor_numel(sd[k].tensor);
         float *v = kn_tensor_data(sd[k].tensor);
-        for (int64_t i = 0; i < ne; i++) v[i] = (float)(bound * sin(0.7 * (double)i + 1.3 * k + 0.1));
+        for (int64_t i = 0; i < ne; i++)
+            v[i] = (float)(bound * sin(0.7 * (double)i + 1.3 * k + 0.1));
     }
     return 0;
 }
@@ -76,8 +86,10 @@ static int train(kn_module *model, bool image, bool adamw, double *losses) {
         make_batch(b, image, &x, &y);
         kn_optimizer_zero_grad(opt, true);
         kn_tensor *loss = kn_cross_entropy(kn_module_forward(model, x), y, NULL);
-        if (!loss || kn_backward(loss, NULL) || kn_optimizer_step(opt)) rc = -1;
-        else losses[b] = kn_item(loss);
+        if (!loss || kn_backward(loss, NULL) || kn_optimizer_step(opt))
+            rc = -1;
+        else
+            losses[b] = kn_item(loss);
         kn_scope_end(s);
     }
     kn_optimizer_free(opt);
@@ -122,9 +134,9 @@ static void check_config(const char *mname, bool adamw) {
     for (int k = 0; !bad && k < n; k++) {
         snprintf(key, sizeof key, "%s.%s.%s", mname, oname, sd[k].name);
         kn_tensor *e = kn_file_get(f, key);
-        kn_tensor *a = lenet ? sd[k].tensor
-                             : kn_slice(kn_reshape(sd[k].tensor, 1, (int64_t[]){-1}), 0, 0,
-                                        KN_SLICE_END, 7);
+        kn_tensor *a =
+            lenet ? sd[k].tensor
+                  : kn_slice(kn_reshape(sd[k].tensor, 1, (int64_t[]){-1}), 0, 0, KN_SLICE_END, 7);
         if (!e || !a) {
             bad = 1;
             break;
@@ -139,10 +151,18 @@ static void check_config(const char *mname, bool adamw) {
     if (bad) KT_FAIL("%s with %s differs from PyTorch (%s)", mname, oname, kn_last_error());
 }
 
-static void test_mlp_sgd(void) { check_config("mlp", false); }
-static void test_mlp_adamw(void) { check_config("mlp", true); }
-static void test_lenet_sgd(void) { check_config("lenet", false); }
-static void test_lenet_adamw(void) { check_config("lenet", true); }
+static void test_mlp_sgd(void) {
+    check_config("mlp", false);
+}
+static void test_mlp_adamw(void) {
+    check_config("mlp", true);
+}
+static void test_lenet_sgd(void) {
+    check_config("lenet", false);
+}
+static void test_lenet_adamw(void) {
+    check_config("lenet", true);
+}
 
 /* the whole training step is bit-identical with 1 and 2 threads */
 static void test_threads_bit_identical(void) {
@@ -159,7 +179,8 @@ static void test_threads_bit_identical(void) {
     int n = kn_module_state_dict(a, sa, 64);
     kn_module_state_dict(b, sb, 64);
     int same = r1 == 0 && r2 == 0;
-    for (int i = 0; same && i < STEPS; i++) same = l1[i] == l2[i];
+    for (int i = 0; same && i < STEPS; i++)
+        same = l1[i] == l2[i];
     for (int k = 0; same && k < n; k++)
         same = memcmp(kn_tensor_data(sa[k].tensor), kn_tensor_data(sb[k].tensor),
                       (size_t)kn_tensor_numel(sa[k].tensor) * 4) == 0;
@@ -168,7 +189,9 @@ static void test_threads_bit_identical(void) {
     KT_TRUE(same);
 }
 
-static void test_no_leaks(void) { KT_EQ_INT(0, kn_live_tensors()); }
+static void test_no_leaks(void) {
+    KT_EQ_INT(0, kn_live_tensors());
+}
 
 int main(void) {
     KT_RUN(test_mlp_sgd);

@@ -41,7 +41,8 @@ typedef kn_tensor *(*kn_forward_fn)(kn_module *m, kn_tensor *x);
 kn_module *kn_module_new(const char *type_name, kn_forward_fn forward, void *state,
                          void (*free_state)(void *state));
 void *kn_module_state(kn_module *m);
-kn_status kn_module_add_param(kn_module *m, const char *name, kn_tensor *t); /* sets requires_grad */
+kn_status kn_module_add_param(kn_module *m, const char *name,
+                              kn_tensor *t); /* sets requires_grad */
 kn_status kn_module_add_buffer(kn_module *m, const char *name, kn_tensor *t);
 kn_status kn_module_add_child(kn_module *m, const char *name, kn_module *child);
 void kn_module_free(kn_module *m); /* NULL is a no-op */
@@ -118,7 +119,8 @@ kn_status kn_init_zeros_(kn_tensor *t);
 kn_status kn_init_ones_(kn_tensor *t);
 kn_status kn_init_xavier_uniform_(kn_tensor *t, double gain);
 kn_status kn_init_xavier_normal_(kn_tensor *t, double gain);
-/* nonlinearity gain: "relu" sqrt(2), "leaky_relu" sqrt(2/(1+a^2)), "linear"/"sigmoid" 1, "tanh" 5/3 */
+/* nonlinearity gain: "relu" sqrt(2), "leaky_relu" sqrt(2/(1+a^2)), "linear"/"sigmoid" 1, "tanh" 5/3
+ */
 kn_status kn_init_kaiming_uniform_(kn_tensor *t, double a, kn_fan_mode mode,
                                    const char *nonlinearity);
 kn_status kn_init_kaiming_normal_(kn_tensor *t, double a, kn_fan_mode mode,

@@ -61,10 +61,12 @@ static kn_status record(const kn_opdef *op, kn_tensor *const *in, int nin, const
                         kn_tensor **out, int nout) {
     if (!op->backward) return KN_OK;
     bool any = false;
-    for (int i = 0; i < nin; i++) any |= in[i]->requires_grad;
+    for (int i = 0; i < nin; i++)
+        any |= in[i]->requires_grad;
     if (!any) return KN_OK;
     bool any_float_out = false;
-    for (int o = 0; o < nout; o++) any_float_out |= kn_dtype_is_float(out[o]->dtype);
+    for (int o = 0; o < nout; o++)
+        any_float_out |= kn_dtype_is_float(out[o]->dtype);
     if (!any_float_out) return KN_OK;
     struct kn_node *n = kn__calloc(1, sizeof *n);
     if (!n) return kn_last_status();
@@ -101,14 +103,17 @@ static kn_status record(const kn_opdef *op, kn_tensor *const *in, int nin, const
     }
     return KN_OK;
 oom:
-    for (int o = 0; o < nout; o++) kn_tensor_free(n->out[o]);
+    for (int o = 0; o < nout; o++)
+        kn_tensor_free(n->out[o]);
     kn__free(n->in);
     kn__free(n->needs);
     kn__free(n);
     return kn_last_status();
 }
 
-__attribute__((constructor)) static void install_recorder(void) { kn__record = record; }
+__attribute__((constructor)) static void install_recorder(void) {
+    kn__record = record;
+}
 
 /* ---- public tensor flags ---- */
 kn_status kn_tensor_set_requires_grad(kn_tensor *t, bool rg) {
@@ -117,14 +122,22 @@ kn_status kn_tensor_set_requires_grad(kn_tensor *t, bool rg) {
         return kn__err(KN_EMISUSE, "set_requires_grad: only leaf tensors can change "
                                    "requires_grad (use kn_detach)");
     if (rg && !kn_dtype_is_float(t->dtype))
-        return kn__err(KN_EDTYPE, "set_requires_grad: only floating tensors can require grad, "
-                                  "not %s", kn_dtype_name(t->dtype));
+        return kn__err(KN_EDTYPE,
+                       "set_requires_grad: only floating tensors can require grad, "
+                       "not %s",
+                       kn_dtype_name(t->dtype));
     t->requires_grad = rg;
     return KN_OK;
 }
-bool kn_tensor_requires_grad(const kn_tensor *t) { return t && t->requires_grad; }
-bool kn_tensor_is_leaf(const kn_tensor *t) { return t && !t->grad_fn; }
-kn_tensor *kn_tensor_grad(const kn_tensor *t) { return t ? t->grad : NULL; }
+bool kn_tensor_requires_grad(const kn_tensor *t) {
+    return t && t->requires_grad;
+}
+bool kn_tensor_is_leaf(const kn_tensor *t) {
+    return t && !t->grad_fn;
+}
+kn_tensor *kn_tensor_grad(const kn_tensor *t) {
+    return t ? t->grad : NULL;
+}
 kn_status kn_tensor_set_grad(kn_tensor *t, kn_tensor *g) {
     if (!t) return kn__err(KN_EINVAL, "set_grad: NULL tensor");
     if (g && (g->ndim != t->ndim || memcmp(g->shape, t->shape, sizeof(int64_t) * t->ndim))) {
@@ -147,9 +160,15 @@ bool kn_set_grad_enabled(bool on) {
     kn__set_grad_mode(on);
     return prev;
 }
-bool kn_is_grad_enabled(void) { return kn__grad_mode(); }
-bool kn_no_grad_begin(void) { return kn_set_grad_enabled(false); }
-void kn_no_grad_end(bool prev) { kn__set_grad_mode(prev); }
+bool kn_is_grad_enabled(void) {
+    return kn__grad_mode();
+}
+bool kn_no_grad_begin(void) {
+    return kn_set_grad_enabled(false);
+}
+void kn_no_grad_end(bool prev) {
+    kn__set_grad_mode(prev);
+}
 
 kn_tensor *kn_detach(kn_tensor *t) {
     if (!t) return NULL;
@@ -207,37 +226,44 @@ static kn_status collect(walk *w, kn_tensor *const *roots, int nroots) {
     struct kn_node **stack = NULL;
     int sn = 0, scap = 0;
     kn_status st = KN_OK;
-#define PUSH_NODE(nd)                                                                          \
-    do {                                                                                       \
-        struct kn_node *nd_ = (nd);                                                            \
-        if (nd_ && nd_->visit != gen) {                                                        \
-            nd_->visit = gen;                                                                  \
-            if (nd_->freed) {                                                                  \
-                st = kn__err(KN_EMISUSE,                                                       \
-                             "backward: trying to go through the graph a second time (op "     \
-                             "'%s' already freed its saved tensors); pass retain_graph to "    \
-                             "the first backward",                                             \
-                             nd_->op->name);                                                   \
-                goto done;                                                                     \
-            }                                                                                  \
-            if (sn == scap) {                                                                  \
-                scap = scap ? scap * 2 : 64;                                                   \
-                void *ns_ = kn__realloc(stack, sizeof *stack * (size_t)scap);                  \
-                if (!ns_) { st = kn_last_status(); goto done; }                                \
-                stack = ns_;                                                                   \
-            }                                                                                  \
-            stack[sn++] = nd_;                                                                 \
-            if (w->n == w->cap) {                                                              \
-                w->cap = w->cap ? w->cap * 2 : 64;                                             \
-                void *nn_ = kn__realloc(w->nodes, sizeof *w->nodes * (size_t)w->cap);          \
-                if (!nn_) { st = kn_last_status(); goto done; }                                \
-                w->nodes = nn_;                                                                \
-            }                                                                                  \
-            kn__node_retain(nd_);                                                              \
-            w->nodes[w->n++] = nd_;                                                            \
-        }                                                                                      \
+#define PUSH_NODE(nd)                                                                              \
+    do {                                                                                           \
+        struct kn_node *nd_ = (nd);                                                                \
+        if (nd_ && nd_->visit != gen) {                                                            \
+            nd_->visit = gen;                                                                      \
+            if (nd_->freed) {                                                                      \
+                st = kn__err(KN_EMISUSE,                                                           \
+                             "backward: trying to go through the graph a second time (op "         \
+                             "'%s' already freed its saved tensors); pass retain_graph to "        \
+                             "the first backward",                                                 \
+                             nd_->op->name);                                                       \
+                goto done;                                                                         \
+            }                                                                                      \
+            if (sn == scap) {                                                                      \
+                scap = scap ? scap * 2 : 64;                                                       \
+                void *ns_ = kn__realloc(stack, sizeof *stack * (size_t)scap);                      \
+                if (!ns_) {                                                                        \
+                    st = kn_last_status();                                                         \
+                    goto done;                                                                     \
+                }                                                                                  \
+                stack = ns_;                                                                       \
+            }                                                                                      \
+            stack[sn++] = nd_;                                                                     \
+            if (w->n == w->cap) {                                                                  \
+                w->cap = w->cap ? w->cap * 2 : 64;                                                 \
+                void *nn_ = kn__realloc(w->nodes, sizeof *w->nodes * (size_t)w->cap);              \
+                if (!nn_) {                                                                        \
+                    st = kn_last_status();                                                         \
+                    goto done;                                                                     \
+                }                                                                                  \
+                w->nodes = nn_;                                                                    \
+            }                                                                                      \
+            kn__node_retain(nd_);                                                                  \
+            w->nodes[w->n++] = nd_;                                                                \
+        }                                                                                          \
     } while (0)
-    for (int r = 0; r < nroots; r++) PUSH_NODE(roots[r]->grad_fn);
+    for (int r = 0; r < nroots; r++)
+        PUSH_NODE(roots[r]->grad_fn);
     while (sn > 0) {
         struct kn_node *n = stack[--sn];
         for (int i = 0; i < n->nin; i++)
@@ -251,8 +277,8 @@ done:
 
 /* capture: when non-NULL, gradients for inputs[] go to grads[] instead of leaves' .grad */
 static kn_status run_backward(kn_tensor *const *roots, kn_tensor *const *seeds, int nroots,
-                              bool retain, bool create_graph, kn_tensor *const *inputs,
-                              int ninputs, kn_tensor **captured) {
+                              bool retain, bool create_graph, kn_tensor *const *inputs, int ninputs,
+                              kn_tensor **captured) {
     walk w = {0};
     bool *leads = NULL;
     kn_status st = KN_OK;
@@ -266,7 +292,8 @@ static kn_status run_backward(kn_tensor *const *roots, kn_tensor *const *seeds, 
         st = kn_last_status();
         goto done;
     }
-    for (int i = 0; i < w.n; i++) w.nodes[i]->slot = i;
+    for (int i = 0; i < w.n; i++)
+        w.nodes[i]->slot = i;
     /* kn_grad: only nodes on a path to a requested input do work (oldest first, so a node's
      * producers are decided before it) */
     if (captured) {
@@ -283,35 +310,36 @@ static kn_status run_backward(kn_tensor *const *roots, kn_tensor *const *seeds, 
     }
 
     /* routes gradient g for tensor t (an input of some node, or a root) */
-#define ROUTE(t, g)                                                                            \
-    do {                                                                                       \
-        kn_tensor *t_ = (t), *g_ = (g);                                                        \
-        int cap_ = -1;                                                                         \
-        for (int k_ = 0; captured && k_ < ninputs; k_++)                                       \
-            if (inputs[k_] == t_ && !t_->grad_fn) cap_ = k_;                                   \
-        if (t_->grad_fn) {                                                                     \
-            st = accumulate(&w.gbuf[t_->grad_fn->slot * KN_MAX_OUTS + t_->out_index], g_);     \
-        } else if (cap_ >= 0) {                                                                \
-            st = accumulate(&captured[cap_], g_);                                              \
-        } else if (!captured && t_->requires_grad) {                                           \
-            if (!t_->grad) {                                                                   \
-                kn_tensor *c_ = create_graph || exclusive(g_) ? kn_tensor_retain(g_) : NULL;   \
-                if (!c_) { /* shared with something else: .grad gets its own copy */           \
-                    c_ = kn__tensor_alloc(g_->dtype, g_->ndim, g_->shape);                     \
-                    if (c_) kn__copy_into(c_, g_);                                             \
-                }                                                                              \
-                if (!c_) st = kn_last_status();                                                \
-                t_->grad = c_;                                                                 \
-            } else if (create_graph) {                                                         \
-                st = accumulate(&t_->grad, g_);                                                \
-            } else {                                                                           \
-                st = kn_add_(t_->grad, g_, 1.0);                                               \
-            }                                                                                  \
-        }                                                                                      \
-        if (st != KN_OK) goto done;                                                            \
+#define ROUTE(t, g)                                                                                \
+    do {                                                                                           \
+        kn_tensor *t_ = (t), *g_ = (g);                                                            \
+        int cap_ = -1;                                                                             \
+        for (int k_ = 0; captured && k_ < ninputs; k_++)                                           \
+            if (inputs[k_] == t_ && !t_->grad_fn) cap_ = k_;                                       \
+        if (t_->grad_fn) {                                                                         \
+            st = accumulate(&w.gbuf[t_->grad_fn->slot * KN_MAX_OUTS + t_->out_index], g_);         \
+        } else if (cap_ >= 0) {                                                                    \
+            st = accumulate(&captured[cap_], g_);                                                  \
+        } else if (!captured && t_->requires_grad) {                                               \
+            if (!t_->grad) {                                                                       \
+                kn_tensor *c_ = create_graph || exclusive(g_) ? kn_tensor_retain(g_) : NULL;       \
+                if (!c_) { /* shared with something else: .grad gets its own copy */               \
+                    c_ = kn__tensor_alloc(g_->dtype, g_->ndim, g_->shape);                         \
+                    if (c_) kn__copy_into(c_, g_);                                                 \
+                }                                                                                  \
+                if (!c_) st = kn_last_status();                                                    \
+                t_->grad = c_;                                                                     \
+            } else if (create_graph) {                                                             \
+                st = accumulate(&t_->grad, g_);                                                    \
+            } else {                                                                               \
+                st = kn_add_(t_->grad, g_, 1.0);                                                   \
+            }                                                                                      \
+        }                                                                                          \
+        if (st != KN_OK) goto done;                                                                \
     } while (0)
 
-    for (int r = 0; r < nroots; r++) ROUTE(roots[r], seeds[r]);
+    for (int r = 0; r < nroots; r++)
+        ROUTE(roots[r], seeds[r]);
 
     for (int i = 0; i < w.n; i++) {
         struct kn_node *n = w.nodes[i];
@@ -323,7 +351,8 @@ static kn_status run_backward(kn_tensor *const *roots, kn_tensor *const *seeds, 
                 if (st) goto done;
             }
         bool any = false, needs[KN_MAX_INS];
-        for (int o = 0; o < n->nout; o++) any |= gb[o] != NULL;
+        for (int o = 0; o < n->nout; o++)
+            any |= gb[o] != NULL;
         for (int k = 0; k < n->nin; k++)
             needs[k] = n->needs[k] && (!leads || edge_wanted(n->in[k], inputs, ninputs, leads));
         if (leads && !leads[i]) any = false;
@@ -338,17 +367,25 @@ static kn_status run_backward(kn_tensor *const *roots, kn_tensor *const *seeds, 
                     goto done;
                 }
             }
-            kn_bwctx c = {.op = n->op, .attrs = &n->attrs, .nin = n->nin, .in = n->in,
-                          .nout = n->nout, .out = n->out, .gout = gout, .needs = needs,
+            kn_bwctx c = {.op = n->op,
+                          .attrs = &n->attrs,
+                          .nin = n->nin,
+                          .in = n->in,
+                          .nout = n->nout,
+                          .out = n->out,
+                          .gout = gout,
+                          .needs = needs,
                           .gin = gin};
             st = n->op->backward(&c);
             for (int k = 0; st == KN_OK && k < n->nin; k++) {
                 if (!needs[k] || !gin[k]) continue;
                 if (!same_shape(gin[k], n->in[k])) {
                     char a[128], b[128];
-                    st = kn__err(KN_EINTERNAL, "backward of '%s' gave input %d a gradient of shape %s, expected %s",
-                                 n->op->name, k, kn__shape_str(a, sizeof a, gin[k]->ndim, gin[k]->shape),
-                                 kn__shape_str(b, sizeof b, n->in[k]->ndim, n->in[k]->shape));
+                    st = kn__err(
+                        KN_EINTERNAL,
+                        "backward of '%s' gave input %d a gradient of shape %s, expected %s",
+                        n->op->name, k, kn__shape_str(a, sizeof a, gin[k]->ndim, gin[k]->shape),
+                        kn__shape_str(b, sizeof b, n->in[k]->ndim, n->in[k]->shape));
                     break;
                 }
                 ROUTE(n->in[k], gin[k]);
@@ -369,9 +406,11 @@ static kn_status run_backward(kn_tensor *const *roots, kn_tensor *const *seeds, 
 done:
     kn__free(leads);
     if (w.gbuf)
-        for (int i = 0; i < w.n * KN_MAX_OUTS; i++) kn_tensor_free(w.gbuf[i]);
+        for (int i = 0; i < w.n * KN_MAX_OUTS; i++)
+            kn_tensor_free(w.gbuf[i]);
     kn__free(w.gbuf);
-    for (int i = 0; i < w.n; i++) kn__node_release(w.nodes[i]);
+    for (int i = 0; i < w.n; i++)
+        kn__node_release(w.nodes[i]);
     kn__free(w.nodes);
     kn_scope_end(scope);
     kn_set_grad_enabled(prev_mode);
@@ -393,8 +432,9 @@ static kn_status seed_for(const char *who, kn_tensor *out, kn_tensor *given, kn_
         return KN_OK;
     }
     if (kn_tensor_numel(out) != 1)
-        return kn__err(KN_EMISUSE, "%s: output has %lld elements; grad can be implicitly created "
-                                   "only for scalar outputs (pass grad_output)",
+        return kn__err(KN_EMISUSE,
+                       "%s: output has %lld elements; grad can be implicitly created "
+                       "only for scalar outputs (pass grad_output)",
                        who, (long long)kn_tensor_numel(out));
     kn_tensor *one = kn__tensor_alloc(out->dtype, out->ndim, out->shape);
     if (!one) return kn_last_status();
@@ -405,15 +445,16 @@ static kn_status seed_for(const char *who, kn_tensor *out, kn_tensor *given, kn_
 
 kn_status kn_backward(kn_tensor *output, const kn_backward_opts *opts) {
     kn_backward_opts o = opts ? *opts : (kn_backward_opts){0};
-    if (!output) return kn_last_status() ? kn_last_status() : kn__err(KN_EINVAL, "backward: NULL output");
+    if (!output)
+        return kn_last_status() ? kn_last_status() : kn__err(KN_EINVAL, "backward: NULL output");
     if (!output->requires_grad)
         return kn__err(KN_EMISUSE, "backward: the output does not require grad and has no "
                                    "grad_fn (no input required grad, or grad mode was off)");
     kn_tensor *seed = NULL;
     kn_status st = seed_for("backward", output, o.grad_output, &seed);
     if (st) return st;
-    st = run_backward(&output, &seed, 1, o.retain_graph || o.create_graph, o.create_graph, NULL,
-                      0, NULL);
+    st = run_backward(&output, &seed, 1, o.retain_graph || o.create_graph, o.create_graph, NULL, 0,
+                      NULL);
     kn_tensor_free(seed);
     return st;
 }
@@ -431,17 +472,21 @@ kn_status kn_grad(kn_tensor *const *outputs, int noutputs, kn_tensor *const *gra
     kn_tensor *seeds[KN_MAX_INS] = {0};
     kn_status st = KN_OK;
     for (int i = 0; i < noutputs && !st; i++) {
-        if (!outputs[i]) st = kn__err(KN_EINVAL, "grad: output %d is NULL", i);
+        if (!outputs[i])
+            st = kn__err(KN_EINVAL, "grad: output %d is NULL", i);
         else if (!outputs[i]->requires_grad)
             st = kn__err(KN_EMISUSE, "grad: output %d does not require grad", i);
-        else st = seed_for("grad", outputs[i], grad_outputs ? grad_outputs[i] : NULL, &seeds[i]);
+        else
+            st = seed_for("grad", outputs[i], grad_outputs ? grad_outputs[i] : NULL, &seeds[i]);
     }
     kn_tensor **cap = kn__calloc((size_t)ninputs, sizeof *cap);
     if (!cap) st = kn_last_status();
     if (!st) st = run_backward(outputs, seeds, noutputs, true, create_graph, inputs, ninputs, cap);
-    for (int i = 0; i < noutputs; i++) kn_tensor_free(seeds[i]);
+    for (int i = 0; i < noutputs; i++)
+        kn_tensor_free(seeds[i]);
     if (st) {
-        for (int i = 0; cap && i < ninputs; i++) kn_tensor_free(cap[i]);
+        for (int i = 0; cap && i < ninputs; i++)
+            kn_tensor_free(cap[i]);
         kn__free(cap);
         return st;
     }

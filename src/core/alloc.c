@@ -9,8 +9,12 @@
 static _Atomic long g_fail_after;
 static _Atomic uint64_t g_count;
 
-void kn__alloc_fail_after(long n) { atomic_store(&g_fail_after, n); }
-uint64_t kn__alloc_count(void) { return atomic_load(&g_count); }
+void kn__alloc_fail_after(long n) {
+    atomic_store(&g_fail_after, n);
+}
+uint64_t kn__alloc_count(void) {
+    return atomic_load(&g_count);
+}
 
 static bool should_fail(void) {
     atomic_fetch_add(&g_count, 1);
@@ -28,7 +32,8 @@ void *kn__malloc(size_t n) {
 
 void *kn__calloc(size_t n, size_t sz) {
     size_t tot;
-    if (!kn__mul_ok(n, sz, &tot)) return kn__errp(KN_ELIMIT, "allocation of %zu x %zu overflows", n, sz);
+    if (!kn__mul_ok(n, sz, &tot))
+        return kn__errp(KN_ELIMIT, "allocation of %zu x %zu overflows", n, sz);
     void *p = should_fail() ? NULL : calloc(tot ? tot : 1, 1);
     if (!p) kn__err(KN_ENOMEM, "out of memory allocating %zu bytes", tot);
     return p;
@@ -40,7 +45,9 @@ void *kn__realloc(void *old, size_t n) {
     return p;
 }
 
-void kn__free(void *p) { free(p); }
+void kn__free(void *p) {
+    free(p);
+}
 
 /* ---- tensor buffers: 64-byte aligned, large ones cached ----
  * Freshly mmapped memory costs a page fault per 4 KiB on first touch, which for a 25 MB
@@ -75,7 +82,8 @@ static size_t cache_limit(void) {
 
 void *kn__aligned_alloc(size_t n) {
     size_t cap = (n + 4095) & ~(size_t)4095;
-    if (cap < n || cap + KN_HDR < cap) return kn__errp(KN_ELIMIT, "allocation of %zu bytes overflows", n);
+    if (cap < n || cap + KN_HDR < cap)
+        return kn__errp(KN_ELIMIT, "allocation of %zu bytes overflows", n);
     if (should_fail()) return kn__errp(KN_ENOMEM, "out of memory allocating %zu bytes", n);
     if (cap >= KN_CACHE_MIN) {
         pthread_mutex_lock(&g_cache_mu);
@@ -125,7 +133,8 @@ size_t kn_memory_cached(void) {
 
 void kn_memory_trim(void) {
     pthread_mutex_lock(&g_cache_mu);
-    for (int i = 0; i < g_ncache; i++) free(g_cache[i].base);
+    for (int i = 0; i < g_ncache; i++)
+        free(g_cache[i].base);
     g_ncache = 0;
     g_cached_bytes = 0;
     pthread_mutex_unlock(&g_cache_mu);

@@ -18,9 +18,9 @@
 #include <omp.h>
 #include <string.h>
 
+#include "core/core_impl.h"
 #include "kernels/conv.h"
 #include "kernels/gemm.h"
-#include "core/core_impl.h"
 
 typedef struct {
     int64_t Hp, Wp, PS, NP; /* padded grid, plane stride, padded output length OH*Wp */
@@ -61,7 +61,8 @@ static void pad_in(size_t es, const char *x, char *xp, const kn_conv_geom *g, co
 }
 
 /* rows of length OW (Og x OH x OW) spread onto the padded output grid (Og x NP), zero-filled */
-static void pad_out(size_t es, const char *y, char *yp, const kn_conv_geom *g, const shift_geom *s) {
+static void pad_out(size_t es, const char *y, char *yp, const kn_conv_geom *g,
+                    const shift_geom *s) {
     for (int64_t o = 0; o < s->Og; o++)
         for (int64_t h = 0; h < g->OH; h++) {
             char *r = yp + (size_t)(o * s->NP + h * s->Wp) * es;
@@ -97,10 +98,12 @@ static void crop_bias(kn_dtype dt, const char *src, int64_t sp, int64_t sr, char
                 memcpy(d, a, (size_t)cols * es);
             } else if (dt == KN_F32) {
                 float bv = ((const float *)bias)[r];
-                for (int64_t i = 0; i < cols; i++) ((float *)d)[i] = ((const float *)a)[i] + bv;
+                for (int64_t i = 0; i < cols; i++)
+                    ((float *)d)[i] = ((const float *)a)[i] + bv;
             } else {
                 double bv = ((const double *)bias)[r];
-                for (int64_t i = 0; i < cols; i++) ((double *)d)[i] = ((const double *)a)[i] + bv;
+                for (int64_t i = 0; i < cols; i++)
+                    ((double *)d)[i] = ((const double *)a)[i] + bv;
             }
         }
 }

@@ -12,14 +12,20 @@ kn_record_fn kn__record;
 static _Thread_local bool tl_force_ref;
 static _Thread_local bool tl_no_grad; /* stored inverted so the zero default means "on" */
 
-bool kn__grad_mode(void) { return !tl_no_grad; }
-void kn__set_grad_mode(bool on) { tl_no_grad = !on; }
+bool kn__grad_mode(void) {
+    return !tl_no_grad;
+}
+void kn__set_grad_mode(bool on) {
+    tl_no_grad = !on;
+}
 bool kn__force_ref(bool on) {
     bool prev = tl_force_ref;
     tl_force_ref = on;
     return prev;
 }
-bool kn__forcing_ref(void) { return tl_force_ref; }
+bool kn__forcing_ref(void) {
+    return tl_force_ref;
+}
 
 kn_status kn__check_inplace(const char *op, const kn_tensor *t) {
     if (!t) return kn_last_status() ? kn_last_status() : kn__err(KN_EINVAL, "%s: NULL tensor", op);
@@ -76,7 +82,9 @@ static const kn_attr *attr_get(const kn_attrs *a, const char *name) {
         if (strcmp(a->a[i].name, name) == 0) return &a->a[i];
     return NULL;
 }
-bool kn__attr_has(const kn_attrs *a, const char *name) { return attr_get(a, name) != NULL; }
+bool kn__attr_has(const kn_attrs *a, const char *name) {
+    return attr_get(a, name) != NULL;
+}
 int64_t kn__attr_int(const kn_attrs *a, const char *name, int64_t def) {
     const kn_attr *s = attr_get(a, name);
     if (!s || s->n < 1) return def;
@@ -102,7 +110,8 @@ static void dtype_list(uint32_t mask, char *buf, size_t len) {
     size_t o = 0;
     buf[0] = 0;
     for (int d = 0; d < KN_NDTYPES && o < len; d++)
-        if (mask & KN_DT(d)) o += (size_t)snprintf(buf + o, len - o, "%s%s", o ? ", " : "", kn_dtype_name(d));
+        if (mask & KN_DT(d))
+            o += (size_t)snprintf(buf + o, len - o, "%s%s", o ? ", " : "", kn_dtype_name(d));
 }
 
 /* Runs the pipeline; outputs are returned +1 and not yet adopted by a scope. */
@@ -112,15 +121,14 @@ static int run_raw(const kn_opdef *op, kn_tensor *const *in, int nin, const kn_a
     for (int i = 0; i < nin; i++) {
         if (!in[i]) {
             /* keep the error of the call that produced the NULL */
-            if (kn_last_status() == KN_OK)
-                kn__err(KN_EINVAL, "%s: input %d is NULL", op->name, i);
+            if (kn_last_status() == KN_OK) kn__err(KN_EINVAL, "%s: input %d is NULL", op->name, i);
             return kn_last_status();
         }
     }
     int max_in = op->max_in < 0 ? KN_MAX_INS : op->max_in;
     if (nin < op->min_in || nin > max_in)
-        return kn__err(KN_EINVAL, "%s: got %d inputs, expects %d to %d", op->name, nin,
-                       op->min_in, max_in);
+        return kn__err(KN_EINVAL, "%s: got %d inputs, expects %d to %d", op->name, nin, op->min_in,
+                       max_in);
     if (nin > 0 && !(op->dtypes & KN_DT(in[0]->dtype))) {
         char list[160];
         dtype_list(op->dtypes, list, sizeof list);
@@ -153,17 +161,20 @@ static int run_raw(const kn_opdef *op, kn_tensor *const *in, int nin, const kn_a
         st = kn__record(op, in, nin, attrs, c.out, c.nout);
         if (st != KN_OK) goto fail;
     }
-    for (int o = 0; o < c.nout; o++) out[o] = c.out[o];
+    for (int o = 0; o < c.nout; o++)
+        out[o] = c.out[o];
     return c.nout;
 fail:
-    for (int o = 0; o < c.nout; o++) kn_tensor_free(c.out[o]);
+    for (int o = 0; o < c.nout; o++)
+        kn_tensor_free(c.out[o]);
     return st;
 }
 
 int kn__op_run(const kn_opdef *op, kn_tensor *const *in, int nin, const kn_attrs *attrs,
                kn_tensor **out, int max_out) {
     int n = run_raw(op, in, nin, attrs, out, max_out);
-    for (int o = 0; o < n; o++) out[o] = kn__scope_adopt(out[o]);
+    for (int o = 0; o < n; o++)
+        out[o] = kn__scope_adopt(out[o]);
     return n;
 }
 
@@ -172,7 +183,8 @@ kn_tensor *kn__op1(const kn_opdef *op, kn_tensor *const *in, int nin, const kn_a
     int n = run_raw(op, in, nin, attrs, out, KN_MAX_OUTS);
     if (n < 1) return NULL;
     /* extra outputs (saved statistics) stay alive through the tape node if it needs them */
-    for (int i = 1; i < n; i++) kn_tensor_free(out[i]);
+    for (int i = 1; i < n; i++)
+        kn_tensor_free(out[i]);
     return kn__scope_adopt(out[0]);
 }
 
@@ -191,23 +203,24 @@ kn_status kn_op_describe(const char *name, char *buf, size_t len) {
     if (!buf || !len) return kn__err(KN_EINVAL, "op_describe: no buffer");
     char list[160];
     dtype_list(op->dtypes, list, sizeof list);
-    snprintf(buf, len, "%s | %s | %s | %s | %s | %s", op->name, list,
-             op->backward ? "yes" : "no", op->forward_ref ? "fast+ref" : "ref",
-             op->onnx ? op->onnx : "-", op->doc ? op->doc : "");
+    snprintf(buf, len, "%s | %s | %s | %s | %s | %s", op->name, list, op->backward ? "yes" : "no",
+             op->forward_ref ? "fast+ref" : "ref", op->onnx ? op->onnx : "-",
+             op->doc ? op->doc : "");
     return KN_OK;
 }
 
 /* ---- shape helpers ---- */
-kn_status kn__broadcast_shape(const char *op, int na, const int64_t *sa, int nb,
-                              const int64_t *sb, int *nout, int64_t *out) {
+kn_status kn__broadcast_shape(const char *op, int na, const int64_t *sa, int nb, const int64_t *sb,
+                              int *nout, int64_t *out) {
     int n = na > nb ? na : nb;
     for (int i = 0; i < n; i++) {
         int64_t a = i < n - na ? 1 : sa[i - (n - na)];
         int64_t b = i < n - nb ? 1 : sb[i - (n - nb)];
         if (a != b && a != 1 && b != 1) {
             char s1[128], s2[128];
-            return kn__err(KN_ESHAPE, "%s: shapes %s and %s cannot be broadcast (dim %d: %lld vs %lld)",
-                           op, kn__shape_str(s1, sizeof s1, na, sa),
+            return kn__err(KN_ESHAPE,
+                           "%s: shapes %s and %s cannot be broadcast (dim %d: %lld vs %lld)", op,
+                           kn__shape_str(s1, sizeof s1, na, sa),
                            kn__shape_str(s2, sizeof s2, nb, sb), i, (long long)a, (long long)b);
         }
         out[i] = a == 1 ? b : a;
@@ -271,12 +284,14 @@ static void iter_range(const iter_plan *p, kn_iter_fn fn, void *args, int64_t st
     }
     char *ptrs[5];
     int64_t istr[5];
-    for (int o = 0; o < p->nops; o++) istr[o] = p->bstrides[o][nd - 1];
+    for (int o = 0; o < p->nops; o++)
+        istr[o] = p->bstrides[o][nd - 1];
     int64_t pos = start;
     while (pos < end) {
         for (int o = 0; o < p->nops; o++) {
             int64_t off = 0;
-            for (int k = 0; k < nd; k++) off += idx[k] * p->bstrides[o][k];
+            for (int k = 0; k < nd; k++)
+                off += idx[k] * p->bstrides[o][k];
             ptrs[o] = p->base[o] + off;
         }
         int64_t n = inner - idx[nd - 1];
@@ -299,8 +314,10 @@ kn_status kn__iter(kn_tensor *out, kn_tensor *const *ins, int nins, kn_iter_fn f
     if (numel == 0) return KN_OK;
     /* per-operand element strides over the output shape */
     int64_t st[5][KN_MAX_DIMS];
-    for (int i = 0; i < out->ndim; i++) st[0][i] = out->strides[i];
-    for (int o = 0; o < nins; o++) kn__bcast_strides(ins[o], out->ndim, out->shape, st[o + 1]);
+    for (int i = 0; i < out->ndim; i++)
+        st[0][i] = out->strides[i];
+    for (int o = 0; o < nins; o++)
+        kn__bcast_strides(ins[o], out->ndim, out->shape, st[o + 1]);
     /* drop size-1 dims and merge dims that are contiguous for every operand */
     int nd = 0;
     for (int i = 0; i < out->ndim; i++) {
@@ -310,22 +327,26 @@ kn_status kn__iter(kn_tensor *out, kn_tensor *const *ins, int nins, kn_iter_fn f
             merge = st[o][i] * out->shape[i] == p.bstrides[o][nd - 1];
         if (merge) {
             p.shape[nd - 1] *= out->shape[i];
-            for (int o = 0; o < p.nops; o++) p.bstrides[o][nd - 1] = st[o][i];
+            for (int o = 0; o < p.nops; o++)
+                p.bstrides[o][nd - 1] = st[o][i];
         } else {
             p.shape[nd] = out->shape[i];
-            for (int o = 0; o < p.nops; o++) p.bstrides[o][nd] = st[o][i];
+            for (int o = 0; o < p.nops; o++)
+                p.bstrides[o][nd] = st[o][i];
             nd++;
         }
     }
     if (nd == 0) {
         nd = 1;
         p.shape[0] = 1;
-        for (int o = 0; o < p.nops; o++) p.bstrides[o][0] = 0;
+        for (int o = 0; o < p.nops; o++)
+            p.bstrides[o][0] = 0;
     }
     p.nd = nd;
     for (int o = 0; o < p.nops; o++) {
         size_t es = kn_dtype_size(o == 0 ? out->dtype : ins[o - 1]->dtype);
-        for (int k = 0; k < nd; k++) p.bstrides[o][k] *= (int64_t)es;
+        for (int k = 0; k < nd; k++)
+            p.bstrides[o][k] *= (int64_t)es;
         p.base[o] = kn__ptr(o == 0 ? out : ins[o - 1]);
     }
     int nth = kn__threads();

@@ -20,9 +20,32 @@
 /* ======================= unary ======================= */
 
 typedef enum {
-    U_NEG, U_ABS, U_SIGN, U_EXP, U_LOG, U_LOG1P, U_SQRT, U_RSQRT, U_SQUARE, U_SIN, U_COS,
-    U_TANH, U_SIGMOID, U_RELU, U_RELU6, U_LEAKY, U_ELU, U_GELU, U_SILU, U_SOFTPLUS, U_ERF,
-    U_RECIP, U_FLOOR, U_CEIL, U_ROUND, U_COUNT
+    U_NEG,
+    U_ABS,
+    U_SIGN,
+    U_EXP,
+    U_LOG,
+    U_LOG1P,
+    U_SQRT,
+    U_RSQRT,
+    U_SQUARE,
+    U_SIN,
+    U_COS,
+    U_TANH,
+    U_SIGMOID,
+    U_RELU,
+    U_RELU6,
+    U_LEAKY,
+    U_ELU,
+    U_GELU,
+    U_SILU,
+    U_SOFTPLUS,
+    U_ERF,
+    U_RECIP,
+    U_FLOOR,
+    U_CEIL,
+    U_ROUND,
+    U_COUNT
 } ufn;
 
 typedef struct {
@@ -101,21 +124,21 @@ static inline float u_f32_ref(ufn f, float x, float p0, float p1) {
 }
 
 /* The fast f32 path: one specialised, vectorisable loop per function (switch hoisted). */
-#define FAST_LOOP(EXPR)                                                                        \
-    do {                                                                                       \
-        if (sx == 4) {                                                                         \
-            const float *xs = (const float *)xp;                                               \
-            for (int64_t i = 0; i < n; i++) {                                                  \
-                float v = xs[i];                                                               \
-                o[i] = (EXPR);                                                                 \
-            }                                                                                  \
-        } else {                                                                               \
-            for (int64_t i = 0; i < n; i++) {                                                  \
-                float v = *(const float *)(xp + i * sx);                                       \
-                o[i] = (EXPR);                                                                 \
-            }                                                                                  \
-        }                                                                                      \
-        return;                                                                                \
+#define FAST_LOOP(EXPR)                                                                            \
+    do {                                                                                           \
+        if (sx == 4) {                                                                             \
+            const float *xs = (const float *)xp;                                                   \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                float v = xs[i];                                                                   \
+                o[i] = (EXPR);                                                                     \
+            }                                                                                      \
+        } else {                                                                                   \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                float v = *(const float *)(xp + i * sx);                                           \
+                o[i] = (EXPR);                                                                     \
+            }                                                                                      \
+        }                                                                                          \
+        return;                                                                                    \
     } while (0)
 
 CLONES static void unary_f32_fast(void *args, int64_t n, char **p, const int64_t *s) {
@@ -145,7 +168,8 @@ CLONES static void unary_f32_fast(void *args, int64_t n, char **p, const int64_t
     case U_RECIP: FAST_LOOP(1.0f / v);
     default: {
         const float p1 = (float)a->p1;
-        for (int64_t i = 0; i < n; i++) o[i] = u_f32_ref(a->fn, *(const float *)(xp + i * sx), p0, p1);
+        for (int64_t i = 0; i < n; i++)
+            o[i] = u_f32_ref(a->fn, *(const float *)(xp + i * sx), p0, p1);
     }
     }
 }
@@ -165,22 +189,22 @@ static void unary_f64(void *args, int64_t n, char **p, const int64_t *s) {
 }
 
 /* integers (neg, abs, sign, square, relu): exact 64-bit arithmetic, wrapping like C */
-#define INT_UNARY(T, NAME)                                                                     \
-    static void NAME(void *args, int64_t n, char **p, const int64_t *s) {                      \
-        const uargs *a = args;                                                                 \
-        T *o = (T *)p[0];                                                              \
-        for (int64_t i = 0; i < n; i++) {                                                      \
-            T v = *(const T *)(p[1] + i * s[1]);                                               \
-            switch (a->fn) {                                                                   \
-            case U_NEG: o[i] = (T)(0 - (uint64_t)v); break;                                    \
-            case U_ABS: o[i] = v < 0 ? (T)(0 - (uint64_t)v) : v; break;                        \
-            case U_SIGN: o[i] = (T)((v > 0) - (v < 0)); break;                                 \
-            case U_SQUARE: o[i] = (T)((uint64_t)v * (uint64_t)v); break;                       \
-            case U_RELU: o[i] = v > 0 ? v : 0; break;                                          \
-            case U_RELU6: o[i] = v < 0 ? 0 : v > 6 ? 6 : v; break;                             \
-            default: o[i] = v;                                                                 \
-            }                                                                                  \
-        }                                                                                      \
+#define INT_UNARY(T, NAME)                                                                         \
+    static void NAME(void *args, int64_t n, char **p, const int64_t *s) {                          \
+        const uargs *a = args;                                                                     \
+        T *o = (T *)p[0];                                                                          \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            T v = *(const T *)(p[1] + i * s[1]);                                                   \
+            switch (a->fn) {                                                                       \
+            case U_NEG: o[i] = (T)(0 - (uint64_t)v); break;                                        \
+            case U_ABS: o[i] = v < 0 ? (T)(0 - (uint64_t)v) : v; break;                            \
+            case U_SIGN: o[i] = (T)((v > 0) - (v < 0)); break;                                     \
+            case U_SQUARE: o[i] = (T)((uint64_t)v * (uint64_t)v); break;                           \
+            case U_RELU: o[i] = v > 0 ? v : 0; break;                                              \
+            case U_RELU6: o[i] = v < 0 ? 0 : v > 6 ? 6 : v; break;                                 \
+            default: o[i] = v;                                                                     \
+            }                                                                                      \
+        }                                                                                          \
     }
 INT_UNARY(int8_t, unary_i8)
 INT_UNARY(uint8_t, unary_u8)
@@ -219,8 +243,8 @@ static uargs make_uargs(const kn_opdef *op, const kn_attrs *at) {
 static kn_status unary_infer(kn_opctx *c) {
     kn_dtype dt = c->in[0]->dtype;
     ufn f = op_ufn(c->op);
-    bool int_ok = f == U_NEG || f == U_ABS || f == U_SIGN || f == U_SQUARE || f == U_RELU ||
-                  f == U_RELU6;
+    bool int_ok =
+        f == U_NEG || f == U_ABS || f == U_SIGN || f == U_SQUARE || f == U_RELU || f == U_RELU6;
     if (!kn_dtype_is_float(dt) && !int_ok)
         return kn__err(KN_EDTYPE, "%s: dtype %s is not supported (needs float32 or float64)",
                        c->op->name, kn_dtype_name(dt));
@@ -230,17 +254,27 @@ static kn_status unary_infer(kn_opctx *c) {
 
 static kn_status unary_run(kn_opctx *c, bool ref) {
     kn_iter_fn k = unary_kernel(c->in[0]->dtype, ref);
-    if (!k) return kn__err(KN_EDTYPE, "%s: no kernel for %s", c->op->name, kn_dtype_name(c->in[0]->dtype));
+    if (!k)
+        return kn__err(KN_EDTYPE, "%s: no kernel for %s", c->op->name,
+                       kn_dtype_name(c->in[0]->dtype));
     uargs a = make_uargs(c->op, c->attrs);
     return kn__iter(c->out[0], c->in, 1, k, &a);
 }
-static kn_status unary_forward(kn_opctx *c) { return unary_run(c, false); }
-static kn_status unary_forward_ref(kn_opctx *c) { return unary_run(c, true); }
+static kn_status unary_forward(kn_opctx *c) {
+    return unary_run(c, false);
+}
+static kn_status unary_forward_ref(kn_opctx *c) {
+    return unary_run(c, true);
+}
 
 /* scalar helpers for backward rules: a 0-d tensor of x's dtype, owned by the current scope */
-static kn_tensor *sc(const kn_tensor *like, double v) { return kn_scalar(like->dtype, v); }
+static kn_tensor *sc(const kn_tensor *like, double v) {
+    return kn_scalar(like->dtype, v);
+}
 
-static kn_tensor *mask_f(kn_tensor *b, kn_dtype dt) { return kn_cast(b, dt); }
+static kn_tensor *mask_f(kn_tensor *b, kn_dtype dt) {
+    return kn_cast(b, dt);
+}
 
 static const kn_opdef op_relu_backward, op_gelu_backward;
 
@@ -269,9 +303,7 @@ static kn_status unary_backward(kn_bwctx *c) {
     case U_RELU6:
         r = kn_mul(g, mask_f(kn_logical_and(kn_gt(x, sc(x, 0)), kn_lt(x, sc(x, 6))), x->dtype));
         break;
-    case U_LEAKY:
-        r = kn_mul(g, kn_where(kn_gt(x, sc(x, 0)), sc(x, 1.0), sc(x, a.p0)));
-        break;
+    case U_LEAKY: r = kn_mul(g, kn_where(kn_gt(x, sc(x, 0)), sc(x, 1.0), sc(x, a.p0))); break;
     case U_ELU:
         r = kn_mul(g, kn_where(kn_gt(x, sc(x, 0)), sc(x, 1.0), kn_add(y, sc(y, a.p0))));
         break;
@@ -302,17 +334,24 @@ static kn_status unary_backward(kn_bwctx *c) {
     return KN_OK;
 }
 
-#define UNARY_OP(ID, NAME, ONNX, DOC, BW)                                                      \
-    static const kn_opdef op_##NAME = {.name = #NAME, .min_in = 1, .max_in = 1, .nout = 1,      \
-                                       .dtypes = UNARY_DTYPES(ID), .flags = KN_OPF_ELEMENTWISE, \
-                                       .infer = unary_infer, .forward = unary_forward,         \
-                                       .forward_ref = unary_forward_ref, .backward = BW,       \
-                                       .onnx = ONNX, .doc = DOC};
+#define UNARY_OP(ID, NAME, ONNX, DOC, BW)                                                          \
+    static const kn_opdef op_##NAME = {.name = #NAME,                                              \
+                                       .min_in = 1,                                                \
+                                       .max_in = 1,                                                \
+                                       .nout = 1,                                                  \
+                                       .dtypes = UNARY_DTYPES(ID),                                 \
+                                       .flags = KN_OPF_ELEMENTWISE,                                \
+                                       .infer = unary_infer,                                       \
+                                       .forward = unary_forward,                                   \
+                                       .forward_ref = unary_forward_ref,                           \
+                                       .backward = BW,                                             \
+                                       .onnx = ONNX,                                               \
+                                       .doc = DOC};
 /* integers are accepted by the ops whose integer results are exact (unary_infer agrees) */
-#define UNARY_DTYPES(ID)                                                                       \
-    ((ID) == U_NEG || (ID) == U_ABS || (ID) == U_SIGN || (ID) == U_SQUARE || (ID) == U_RELU ||  \
-             (ID) == U_RELU6                                                                   \
-         ? KN_DT_NUM                                                                           \
+#define UNARY_DTYPES(ID)                                                                           \
+    ((ID) == U_NEG || (ID) == U_ABS || (ID) == U_SIGN || (ID) == U_SQUARE || (ID) == U_RELU ||     \
+             (ID) == U_RELU6                                                                       \
+         ? KN_DT_NUM                                                                               \
          : KN_DT_FLOAT)
 UNARY_OP(U_NEG, neg, "Neg", "-x", unary_backward)
 UNARY_OP(U_ABS, abs, "Abs", "|x|", unary_backward)
@@ -342,14 +381,14 @@ UNARY_OP(U_CEIL, ceil, "Ceil", "ceil, no gradient", NULL)
 UNARY_OP(U_ROUND, round, "Round", "round half to even, no gradient", NULL)
 
 static const kn_opdef *const unary_ops[U_COUNT] = {
-    [U_NEG] = &op_neg,       [U_ABS] = &op_abs,         [U_SIGN] = &op_sign,
-    [U_EXP] = &op_exp,       [U_LOG] = &op_log,         [U_LOG1P] = &op_log1p,
-    [U_SQRT] = &op_sqrt,     [U_RSQRT] = &op_rsqrt,     [U_SQUARE] = &op_square,
-    [U_SIN] = &op_sin,       [U_COS] = &op_cos,         [U_TANH] = &op_tanh,
-    [U_SIGMOID] = &op_sigmoid, [U_RELU] = &op_relu,     [U_RELU6] = &op_relu6,
-    [U_LEAKY] = &op_leaky_relu, [U_ELU] = &op_elu,      [U_GELU] = &op_gelu,
-    [U_SILU] = &op_silu,     [U_SOFTPLUS] = &op_softplus, [U_ERF] = &op_erf,
-    [U_RECIP] = &op_reciprocal, [U_FLOOR] = &op_floor,  [U_CEIL] = &op_ceil,
+    [U_NEG] = &op_neg,          [U_ABS] = &op_abs,           [U_SIGN] = &op_sign,
+    [U_EXP] = &op_exp,          [U_LOG] = &op_log,           [U_LOG1P] = &op_log1p,
+    [U_SQRT] = &op_sqrt,        [U_RSQRT] = &op_rsqrt,       [U_SQUARE] = &op_square,
+    [U_SIN] = &op_sin,          [U_COS] = &op_cos,           [U_TANH] = &op_tanh,
+    [U_SIGMOID] = &op_sigmoid,  [U_RELU] = &op_relu,         [U_RELU6] = &op_relu6,
+    [U_LEAKY] = &op_leaky_relu, [U_ELU] = &op_elu,           [U_GELU] = &op_gelu,
+    [U_SILU] = &op_silu,        [U_SOFTPLUS] = &op_softplus, [U_ERF] = &op_erf,
+    [U_RECIP] = &op_reciprocal, [U_FLOOR] = &op_floor,       [U_CEIL] = &op_ceil,
     [U_ROUND] = &op_round,
 };
 
@@ -362,27 +401,69 @@ static ufn op_ufn(const kn_opdef *op) {
 static kn_tensor *unary(ufn f, kn_tensor *x, const kn_attrs *a) {
     return kn__op1(unary_ops[f], &x, 1, a);
 }
-kn_tensor *kn_neg(kn_tensor *x) { return unary(U_NEG, x, NULL); }
-kn_tensor *kn_abs(kn_tensor *x) { return unary(U_ABS, x, NULL); }
-kn_tensor *kn_sign(kn_tensor *x) { return unary(U_SIGN, x, NULL); }
-kn_tensor *kn_exp(kn_tensor *x) { return unary(U_EXP, x, NULL); }
-kn_tensor *kn_log(kn_tensor *x) { return unary(U_LOG, x, NULL); }
-kn_tensor *kn_log1p(kn_tensor *x) { return unary(U_LOG1P, x, NULL); }
-kn_tensor *kn_sqrt(kn_tensor *x) { return unary(U_SQRT, x, NULL); }
-kn_tensor *kn_rsqrt(kn_tensor *x) { return unary(U_RSQRT, x, NULL); }
-kn_tensor *kn_square(kn_tensor *x) { return unary(U_SQUARE, x, NULL); }
-kn_tensor *kn_sin(kn_tensor *x) { return unary(U_SIN, x, NULL); }
-kn_tensor *kn_cos(kn_tensor *x) { return unary(U_COS, x, NULL); }
-kn_tensor *kn_tanh(kn_tensor *x) { return unary(U_TANH, x, NULL); }
-kn_tensor *kn_sigmoid(kn_tensor *x) { return unary(U_SIGMOID, x, NULL); }
-kn_tensor *kn_relu(kn_tensor *x) { return unary(U_RELU, x, NULL); }
-kn_tensor *kn_relu6(kn_tensor *x) { return unary(U_RELU6, x, NULL); }
-kn_tensor *kn_silu(kn_tensor *x) { return unary(U_SILU, x, NULL); }
-kn_tensor *kn_erf(kn_tensor *x) { return unary(U_ERF, x, NULL); }
-kn_tensor *kn_reciprocal(kn_tensor *x) { return unary(U_RECIP, x, NULL); }
-kn_tensor *kn_floor(kn_tensor *x) { return unary(U_FLOOR, x, NULL); }
-kn_tensor *kn_ceil(kn_tensor *x) { return unary(U_CEIL, x, NULL); }
-kn_tensor *kn_round(kn_tensor *x) { return unary(U_ROUND, x, NULL); }
+kn_tensor *kn_neg(kn_tensor *x) {
+    return unary(U_NEG, x, NULL);
+}
+kn_tensor *kn_abs(kn_tensor *x) {
+    return unary(U_ABS, x, NULL);
+}
+kn_tensor *kn_sign(kn_tensor *x) {
+    return unary(U_SIGN, x, NULL);
+}
+kn_tensor *kn_exp(kn_tensor *x) {
+    return unary(U_EXP, x, NULL);
+}
+kn_tensor *kn_log(kn_tensor *x) {
+    return unary(U_LOG, x, NULL);
+}
+kn_tensor *kn_log1p(kn_tensor *x) {
+    return unary(U_LOG1P, x, NULL);
+}
+kn_tensor *kn_sqrt(kn_tensor *x) {
+    return unary(U_SQRT, x, NULL);
+}
+kn_tensor *kn_rsqrt(kn_tensor *x) {
+    return unary(U_RSQRT, x, NULL);
+}
+kn_tensor *kn_square(kn_tensor *x) {
+    return unary(U_SQUARE, x, NULL);
+}
+kn_tensor *kn_sin(kn_tensor *x) {
+    return unary(U_SIN, x, NULL);
+}
+kn_tensor *kn_cos(kn_tensor *x) {
+    return unary(U_COS, x, NULL);
+}
+kn_tensor *kn_tanh(kn_tensor *x) {
+    return unary(U_TANH, x, NULL);
+}
+kn_tensor *kn_sigmoid(kn_tensor *x) {
+    return unary(U_SIGMOID, x, NULL);
+}
+kn_tensor *kn_relu(kn_tensor *x) {
+    return unary(U_RELU, x, NULL);
+}
+kn_tensor *kn_relu6(kn_tensor *x) {
+    return unary(U_RELU6, x, NULL);
+}
+kn_tensor *kn_silu(kn_tensor *x) {
+    return unary(U_SILU, x, NULL);
+}
+kn_tensor *kn_erf(kn_tensor *x) {
+    return unary(U_ERF, x, NULL);
+}
+kn_tensor *kn_reciprocal(kn_tensor *x) {
+    return unary(U_RECIP, x, NULL);
+}
+kn_tensor *kn_floor(kn_tensor *x) {
+    return unary(U_FLOOR, x, NULL);
+}
+kn_tensor *kn_ceil(kn_tensor *x) {
+    return unary(U_CEIL, x, NULL);
+}
+kn_tensor *kn_round(kn_tensor *x) {
+    return unary(U_ROUND, x, NULL);
+}
 kn_tensor *kn_leaky_relu(kn_tensor *x, double slope) {
     kn_attrs a = {0};
     kn_attrs_set_float(&a, "negative_slope", slope);
@@ -445,7 +526,8 @@ CLONES static void gx_f32_fast(void *args, int64_t n, char **p, const int64_t *s
     float *o = (float *)p[0];
     if (a->kind == 0 && s[1] == 4 && s[2] == 4) {
         const float *g = (const float *)p[1], *x = (const float *)p[2];
-        for (int64_t i = 0; i < n; i++) o[i] = x[i] > 0.0f ? g[i] : 0.0f;
+        for (int64_t i = 0; i < n; i++)
+            o[i] = x[i] > 0.0f ? g[i] : 0.0f;
         return;
     }
     if (a->kind == 1 && !a->approx && s[1] == 4 && s[2] == 4) {
@@ -460,8 +542,9 @@ CLONES static void gx_f32_fast(void *args, int64_t n, char **p, const int64_t *s
     }
     for (int64_t i = 0; i < n; i++) {
         float g = *(const float *)(p[1] + i * s[1]), x = *(const float *)(p[2] + i * s[2]);
-        o[i] = a->kind == 0 ? (x > 0.0f ? g : 0.0f)
-                            : g * (float)(a->kind == 1 ? gelu_d1(x, a->approx) : gelu_d2(x, a->approx));
+        o[i] = a->kind == 0
+                   ? (x > 0.0f ? g : 0.0f)
+                   : g * (float)(a->kind == 1 ? gelu_d1(x, a->approx) : gelu_d2(x, a->approx));
     }
 }
 static void gx_f32_ref(void *args, int64_t n, char **p, const int64_t *s) {
@@ -469,8 +552,9 @@ static void gx_f32_ref(void *args, int64_t n, char **p, const int64_t *s) {
     float *o = (float *)p[0];
     for (int64_t i = 0; i < n; i++) {
         float g = *(const float *)(p[1] + i * s[1]), x = *(const float *)(p[2] + i * s[2]);
-        o[i] = a->kind == 0 ? (x > 0.0f ? g : 0.0f)
-                            : g * (float)(a->kind == 1 ? gelu_d1(x, a->approx) : gelu_d2(x, a->approx));
+        o[i] = a->kind == 0
+                   ? (x > 0.0f ? g : 0.0f)
+                   : g * (float)(a->kind == 1 ? gelu_d1(x, a->approx) : gelu_d2(x, a->approx));
     }
 }
 static void gx_f64(void *args, int64_t n, char **p, const int64_t *s) {
@@ -492,8 +576,12 @@ static kn_status gx_run(kn_opctx *c, bool ref) {
     kn_iter_fn k = c->in[0]->dtype == KN_F64 ? gx_f64 : ref ? gx_f32_ref : gx_f32_fast;
     return kn__iter(c->out[0], c->in, 2, k, &a);
 }
-static kn_status gx_forward(kn_opctx *c) { return gx_run(c, false); }
-static kn_status gx_forward_ref(kn_opctx *c) { return gx_run(c, true); }
+static kn_status gx_forward(kn_opctx *c) {
+    return gx_run(c, false);
+}
+static kn_status gx_forward_ref(kn_opctx *c) {
+    return gx_run(c, true);
+}
 
 /* d/dg [g f'(x)] = f'(x) -> the same op on the incoming gradient;
  * d/dx [g f'(x)] = g f''(x): zero for relu, the gelu_grad2 op for gelu. */
@@ -512,18 +600,39 @@ static kn_status gx_backward(kn_bwctx *c) {
     return KN_OK;
 }
 
-static const kn_opdef op_relu_backward = {
-    .name = "relu_backward", .min_in = 2, .max_in = 2, .nout = 1, .dtypes = KN_DT_FLOAT,
-    .flags = KN_OPF_ELEMENTWISE | KN_OPF_INTERNAL, .infer = gx_infer, .forward = gx_forward,
-    .forward_ref = gx_forward_ref, .backward = gx_backward, .doc = "g * (x > 0)"};
-static const kn_opdef op_gelu_backward = {
-    .name = "gelu_backward", .min_in = 2, .max_in = 2, .nout = 1, .dtypes = KN_DT_FLOAT,
-    .flags = KN_OPF_ELEMENTWISE | KN_OPF_INTERNAL, .infer = gx_infer, .forward = gx_forward,
-    .forward_ref = gx_forward_ref, .backward = gx_backward, .doc = "g * gelu'(x)"};
+static const kn_opdef op_relu_backward = {.name = "relu_backward",
+                                          .min_in = 2,
+                                          .max_in = 2,
+                                          .nout = 1,
+                                          .dtypes = KN_DT_FLOAT,
+                                          .flags = KN_OPF_ELEMENTWISE | KN_OPF_INTERNAL,
+                                          .infer = gx_infer,
+                                          .forward = gx_forward,
+                                          .forward_ref = gx_forward_ref,
+                                          .backward = gx_backward,
+                                          .doc = "g * (x > 0)"};
+static const kn_opdef op_gelu_backward = {.name = "gelu_backward",
+                                          .min_in = 2,
+                                          .max_in = 2,
+                                          .nout = 1,
+                                          .dtypes = KN_DT_FLOAT,
+                                          .flags = KN_OPF_ELEMENTWISE | KN_OPF_INTERNAL,
+                                          .infer = gx_infer,
+                                          .forward = gx_forward,
+                                          .forward_ref = gx_forward_ref,
+                                          .backward = gx_backward,
+                                          .doc = "g * gelu'(x)"};
 static const kn_opdef op_gelu_grad2 = {
-    .name = "gelu_grad2", .min_in = 2, .max_in = 2, .nout = 1, .dtypes = KN_DT_FLOAT,
-    .flags = KN_OPF_ELEMENTWISE | KN_OPF_INTERNAL, .infer = gx_infer, .forward = gx_forward,
-    .forward_ref = gx_forward_ref, .backward = NULL,
+    .name = "gelu_grad2",
+    .min_in = 2,
+    .max_in = 2,
+    .nout = 1,
+    .dtypes = KN_DT_FLOAT,
+    .flags = KN_OPF_ELEMENTWISE | KN_OPF_INTERNAL,
+    .infer = gx_infer,
+    .forward = gx_forward,
+    .forward_ref = gx_forward_ref,
+    .backward = NULL,
     .doc = "g * gelu''(x) (third derivatives of gelu are not supported)"};
 
 /* ======================= binary ======================= */
@@ -536,54 +645,54 @@ typedef struct {
     _Atomic int bad; /* integer division by zero / negative integer power */
 } bargs;
 
-#define FBIN(EXPR)                                                                             \
-    do {                                                                                       \
-        if (sa == ES && sb == ES) {                                                            \
-            const T *A = (const T *)pa, *B = (const T *)pb;                                    \
-            for (int64_t i = 0; i < n; i++) {                                                  \
-                T x = A[i], y = B[i];                                                          \
-                o[i] = (EXPR);                                                                 \
-            }                                                                                  \
-        } else if (sa == ES && sb == 0) {                                                      \
-            const T *A = (const T *)pa;                                                        \
-            const T y = *(const T *)pb;                                                        \
-            for (int64_t i = 0; i < n; i++) {                                                  \
-                T x = A[i];                                                                    \
-                o[i] = (EXPR);                                                                 \
-            }                                                                                  \
-        } else if (sa == 0 && sb == ES) {                                                      \
-            const T x = *(const T *)pa;                                                        \
-            const T *B = (const T *)pb;                                                        \
-            for (int64_t i = 0; i < n; i++) {                                                  \
-                T y = B[i];                                                                    \
-                o[i] = (EXPR);                                                                 \
-            }                                                                                  \
-        } else {                                                                               \
-            for (int64_t i = 0; i < n; i++) {                                                  \
-                T x = *(const T *)(pa + i * sa), y = *(const T *)(pb + i * sb);                \
-                o[i] = (EXPR);                                                                 \
-            }                                                                                  \
-        }                                                                                      \
-        return;                                                                                \
+#define FBIN(EXPR)                                                                                 \
+    do {                                                                                           \
+        if (sa == ES && sb == ES) {                                                                \
+            const T *A = (const T *)pa, *B = (const T *)pb;                                        \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                T x = A[i], y = B[i];                                                              \
+                o[i] = (EXPR);                                                                     \
+            }                                                                                      \
+        } else if (sa == ES && sb == 0) {                                                          \
+            const T *A = (const T *)pa;                                                            \
+            const T y = *(const T *)pb;                                                            \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                T x = A[i];                                                                        \
+                o[i] = (EXPR);                                                                     \
+            }                                                                                      \
+        } else if (sa == 0 && sb == ES) {                                                          \
+            const T x = *(const T *)pa;                                                            \
+            const T *B = (const T *)pb;                                                            \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                T y = B[i];                                                                        \
+                o[i] = (EXPR);                                                                     \
+            }                                                                                      \
+        } else {                                                                                   \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                T x = *(const T *)(pa + i * sa), y = *(const T *)(pb + i * sb);                    \
+                o[i] = (EXPR);                                                                     \
+            }                                                                                      \
+        }                                                                                          \
+        return;                                                                                    \
     } while (0)
 
-#define FLOAT_BINARY(TY, NAME, POW, ATTR)                                                      \
-    ATTR static void NAME(void *args, int64_t n, char **p, const int64_t *s) {                 \
-        typedef TY T;                                                                          \
-        enum { ES = sizeof(T) };                                                               \
-        bargs *a = args;                                                                       \
-        T *o = (T *)p[0];                                                                      \
-        const char *pa = p[1], *pb = p[2];                                                     \
-        int64_t sa = s[1], sb = s[2];                                                          \
-        switch (a->fn) {                                                                       \
-        case B_ADD: FBIN(x + y);                                                               \
-        case B_SUB: FBIN(x - y);                                                               \
-        case B_MUL: FBIN(x * y);                                                               \
-        case B_DIV: FBIN(x / y);                                                               \
-        case B_POW: FBIN(POW(x, y));                                                           \
-        case B_MAX: FBIN((x != x || y != y) ? x + y : (x > y ? x : y));                        \
-        case B_MIN: FBIN((x != x || y != y) ? x + y : (x < y ? x : y));                        \
-        }                                                                                      \
+#define FLOAT_BINARY(TY, NAME, POW, ATTR)                                                          \
+    ATTR static void NAME(void *args, int64_t n, char **p, const int64_t *s) {                     \
+        typedef TY T;                                                                              \
+        enum { ES = sizeof(T) };                                                                   \
+        bargs *a = args;                                                                           \
+        T *o = (T *)p[0];                                                                          \
+        const char *pa = p[1], *pb = p[2];                                                         \
+        int64_t sa = s[1], sb = s[2];                                                              \
+        switch (a->fn) {                                                                           \
+        case B_ADD: FBIN(x + y);                                                                   \
+        case B_SUB: FBIN(x - y);                                                                   \
+        case B_MUL: FBIN(x *y);                                                                    \
+        case B_DIV: FBIN(x / y);                                                                   \
+        case B_POW: FBIN(POW(x, y));                                                               \
+        case B_MAX: FBIN((x != x || y != y) ? x + y : (x > y ? x : y));                            \
+        case B_MIN: FBIN((x != x || y != y) ? x + y : (x < y ? x : y));                            \
+        }                                                                                          \
     }
 FLOAT_BINARY(float, binary_f32, powf, CLONES)
 FLOAT_BINARY(float, binary_f32_ref, powf, )
@@ -600,34 +709,34 @@ static inline int64_t ipow(int64_t b, int64_t e) {
 }
 
 /* Integer arithmetic wraps (computed in uint64) like PyTorch; x/0 and x^negative are errors. */
-#define INT_BINARY(T, NAME, TMIN)                                                              \
-    static void NAME(void *args, int64_t n, char **p, const int64_t *s) {                      \
-        bargs *a = args;                                                                       \
-        T *o = (T *)p[0];                                                                      \
-        for (int64_t i = 0; i < n; i++) {                                                      \
-            T x = *(const T *)(p[1] + i * s[1]), y = *(const T *)(p[2] + i * s[2]);            \
-            switch (a->fn) {                                                                   \
-            case B_ADD: o[i] = (T)((uint64_t)x + (uint64_t)y); break;                          \
-            case B_SUB: o[i] = (T)((uint64_t)x - (uint64_t)y); break;                          \
-            case B_MUL: o[i] = (T)((uint64_t)x * (uint64_t)y); break;                          \
-            case B_DIV:                                                                        \
-                if (y == 0) {                                                                  \
-                    a->bad = 1;                                                                \
-                    o[i] = 0;                                                                  \
-                } else if (TMIN && x == (T)TMIN && y == (T)-1) {                               \
-                    o[i] = x;                                                                  \
-                } else {                                                                       \
-                    o[i] = (T)(x / y);                                                         \
-                }                                                                              \
-                break;                                                                         \
-            case B_POW:                                                                        \
-                if (y < 0) a->bad = 2;                                                         \
-                o[i] = y < 0 ? 0 : (T)ipow(x, y);                                              \
-                break;                                                                         \
-            case B_MAX: o[i] = x > y ? x : y; break;                                           \
-            case B_MIN: o[i] = x < y ? x : y; break;                                           \
-            }                                                                                  \
-        }                                                                                      \
+#define INT_BINARY(T, NAME, TMIN)                                                                  \
+    static void NAME(void *args, int64_t n, char **p, const int64_t *s) {                          \
+        bargs *a = args;                                                                           \
+        T *o = (T *)p[0];                                                                          \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            T x = *(const T *)(p[1] + i * s[1]), y = *(const T *)(p[2] + i * s[2]);                \
+            switch (a->fn) {                                                                       \
+            case B_ADD: o[i] = (T)((uint64_t)x + (uint64_t)y); break;                              \
+            case B_SUB: o[i] = (T)((uint64_t)x - (uint64_t)y); break;                              \
+            case B_MUL: o[i] = (T)((uint64_t)x * (uint64_t)y); break;                              \
+            case B_DIV:                                                                            \
+                if (y == 0) {                                                                      \
+                    a->bad = 1;                                                                    \
+                    o[i] = 0;                                                                      \
+                } else if (TMIN && x == (T)TMIN && y == (T)-1) {                                   \
+                    o[i] = x;                                                                      \
+                } else {                                                                           \
+                    o[i] = (T)(x / y);                                                             \
+                }                                                                                  \
+                break;                                                                             \
+            case B_POW:                                                                            \
+                if (y < 0) a->bad = 2;                                                             \
+                o[i] = y < 0 ? 0 : (T)ipow(x, y);                                                  \
+                break;                                                                             \
+            case B_MAX: o[i] = x > y ? x : y; break;                                               \
+            case B_MIN: o[i] = x < y ? x : y; break;                                               \
+            }                                                                                      \
+        }                                                                                          \
     }
 INT_BINARY(int8_t, binary_i8, INT8_MIN)
 INT_BINARY(uint8_t, binary_u8, 0)
@@ -653,8 +762,8 @@ static kn_status bcast_infer(kn_opctx *c, int first, kn_dtype out_dt) {
     for (int i = first + 1; i < c->nin; i++) {
         int64_t tmp[KN_MAX_DIMS];
         int nt;
-        kn_status st = kn__broadcast_shape(c->op->name, nd, shape, c->in[i]->ndim,
-                                           c->in[i]->shape, &nt, tmp);
+        kn_status st =
+            kn__broadcast_shape(c->op->name, nd, shape, c->in[i]->ndim, c->in[i]->shape, &nt, tmp);
         if (st) return st;
         nd = nt;
         memcpy(shape, tmp, sizeof shape);
@@ -684,8 +793,12 @@ static kn_status binary_run(kn_opctx *c, bool ref) {
     if (a.bad == 2) return kn__err(KN_EINVAL, "pow: integers cannot be raised to negative powers");
     return KN_OK;
 }
-static kn_status binary_forward(kn_opctx *c) { return binary_run(c, false); }
-static kn_status binary_forward_ref(kn_opctx *c) { return binary_run(c, true); }
+static kn_status binary_forward(kn_opctx *c) {
+    return binary_run(c, false);
+}
+static kn_status binary_forward_ref(kn_opctx *c) {
+    return binary_run(c, true);
+}
 
 static kn_status set_gin(kn_bwctx *c, int i, kn_tensor *g) {
     if (!c->needs[i]) return KN_OK;
@@ -715,8 +828,7 @@ static kn_status binary_backward(kn_bwctx *c) {
         break;
     case B_POW:
         /* d/da = b a^(b-1); d/db = a^b log a, taken as 0 where a == 0 (PyTorch's rule) */
-        if (c->needs[0])
-            st = set_gin(c, 0, kn_mul(g, kn_mul(b, kn_pow(a, kn_sub(b, sc(b, 1.0))))));
+        if (c->needs[0]) st = set_gin(c, 0, kn_mul(g, kn_mul(b, kn_pow(a, kn_sub(b, sc(b, 1.0))))));
         if (!st && c->needs[1]) {
             kn_tensor *z = kn_eq(a, sc(a, 0));
             kn_tensor *safe = kn_where(z, sc(a, 1.0), a);
@@ -738,12 +850,19 @@ static kn_status binary_backward(kn_bwctx *c) {
     return st;
 }
 
-#define BINARY_OP(NAME, ONNX, DOC)                                                             \
-    static const kn_opdef op_##NAME = {.name = #NAME, .min_in = 2, .max_in = 2, .nout = 1,      \
-                                       .dtypes = KN_DT_NUM, .flags = KN_OPF_ELEMENTWISE,      \
-                                       .infer = binary_infer, .forward = binary_forward,       \
-                                       .forward_ref = binary_forward_ref,                      \
-                                       .backward = binary_backward, .onnx = ONNX, .doc = DOC};
+#define BINARY_OP(NAME, ONNX, DOC)                                                                 \
+    static const kn_opdef op_##NAME = {.name = #NAME,                                              \
+                                       .min_in = 2,                                                \
+                                       .max_in = 2,                                                \
+                                       .nout = 1,                                                  \
+                                       .dtypes = KN_DT_NUM,                                        \
+                                       .flags = KN_OPF_ELEMENTWISE,                                \
+                                       .infer = binary_infer,                                      \
+                                       .forward = binary_forward,                                  \
+                                       .forward_ref = binary_forward_ref,                          \
+                                       .backward = binary_backward,                                \
+                                       .onnx = ONNX,                                               \
+                                       .doc = DOC};
 BINARY_OP(add, "Add", "a + b, broadcasting")
 BINARY_OP(sub, "Sub", "a - b, broadcasting")
 BINARY_OP(mul, "Mul", "a * b, broadcasting")
@@ -752,7 +871,7 @@ BINARY_OP(pow, "Pow", "a ^ b, broadcasting")
 BINARY_OP(maximum, "Max", "elementwise max, NaN propagates")
 BINARY_OP(minimum, "Min", "elementwise min, NaN propagates")
 
-static const kn_opdef *const binary_ops[B_COUNT] = {&op_add, &op_sub, &op_mul, &op_div,
+static const kn_opdef *const binary_ops[B_COUNT] = {&op_add, &op_sub,     &op_mul,    &op_div,
                                                     &op_pow, &op_maximum, &op_minimum};
 static bfn op_bfn(const kn_opdef *op) {
     for (int i = 0; i < B_COUNT; i++)
@@ -760,11 +879,21 @@ static bfn op_bfn(const kn_opdef *op) {
     return B_COUNT;
 }
 
-kn_tensor *kn_add(kn_tensor *a, kn_tensor *b) { return kn__op1(&op_add, (kn_tensor *[]){a, b}, 2, NULL); }
-kn_tensor *kn_sub(kn_tensor *a, kn_tensor *b) { return kn__op1(&op_sub, (kn_tensor *[]){a, b}, 2, NULL); }
-kn_tensor *kn_mul(kn_tensor *a, kn_tensor *b) { return kn__op1(&op_mul, (kn_tensor *[]){a, b}, 2, NULL); }
-kn_tensor *kn_div(kn_tensor *a, kn_tensor *b) { return kn__op1(&op_div, (kn_tensor *[]){a, b}, 2, NULL); }
-kn_tensor *kn_pow(kn_tensor *a, kn_tensor *b) { return kn__op1(&op_pow, (kn_tensor *[]){a, b}, 2, NULL); }
+kn_tensor *kn_add(kn_tensor *a, kn_tensor *b) {
+    return kn__op1(&op_add, (kn_tensor *[]){a, b}, 2, NULL);
+}
+kn_tensor *kn_sub(kn_tensor *a, kn_tensor *b) {
+    return kn__op1(&op_sub, (kn_tensor *[]){a, b}, 2, NULL);
+}
+kn_tensor *kn_mul(kn_tensor *a, kn_tensor *b) {
+    return kn__op1(&op_mul, (kn_tensor *[]){a, b}, 2, NULL);
+}
+kn_tensor *kn_div(kn_tensor *a, kn_tensor *b) {
+    return kn__op1(&op_div, (kn_tensor *[]){a, b}, 2, NULL);
+}
+kn_tensor *kn_pow(kn_tensor *a, kn_tensor *b) {
+    return kn__op1(&op_pow, (kn_tensor *[]){a, b}, 2, NULL);
+}
 kn_tensor *kn_maximum(kn_tensor *a, kn_tensor *b) {
     return kn__op1(&op_maximum, (kn_tensor *[]){a, b}, 2, NULL);
 }
@@ -782,9 +911,15 @@ static kn_tensor *with_scalar(const kn_opdef *op, kn_tensor *x, double v) {
     kn_tensor_free(s);
     return r;
 }
-kn_tensor *kn_add_scalar(kn_tensor *x, double s) { return with_scalar(&op_add, x, s); }
-kn_tensor *kn_mul_scalar(kn_tensor *x, double s) { return with_scalar(&op_mul, x, s); }
-kn_tensor *kn_pow_scalar(kn_tensor *x, double e) { return with_scalar(&op_pow, x, e); }
+kn_tensor *kn_add_scalar(kn_tensor *x, double s) {
+    return with_scalar(&op_add, x, s);
+}
+kn_tensor *kn_mul_scalar(kn_tensor *x, double s) {
+    return with_scalar(&op_mul, x, s);
+}
+kn_tensor *kn_pow_scalar(kn_tensor *x, double e) {
+    return with_scalar(&op_pow, x, e);
+}
 
 /* ---- comparisons and logic -> bool ---- */
 static inline bool truthy(kn_dtype dt, const char *p) {
@@ -801,19 +936,19 @@ typedef struct {
     kn_dtype dt;
 } cargs;
 
-#define CMP_LOOP(T)                                                                            \
-    for (int64_t i = 0; i < n; i++) {                                                          \
-        T x = *(const T *)(p[1] + i * s[1]), y = *(const T *)(p[2] + i * s[2]);                \
-        bool r;                                                                                \
-        switch (a->fn) {                                                                       \
-        case C_EQ: r = x == y; break;                                                          \
-        case C_NE: r = x != y; break;                                                          \
-        case C_LT: r = x < y; break;                                                           \
-        case C_LE: r = x <= y; break;                                                          \
-        case C_GT: r = x > y; break;                                                           \
-        default: r = x >= y; break;                                                            \
-        }                                                                                      \
-        o[i] = r;                                                                              \
+#define CMP_LOOP(T)                                                                                \
+    for (int64_t i = 0; i < n; i++) {                                                              \
+        T x = *(const T *)(p[1] + i * s[1]), y = *(const T *)(p[2] + i * s[2]);                    \
+        bool r;                                                                                    \
+        switch (a->fn) {                                                                           \
+        case C_EQ: r = x == y; break;                                                              \
+        case C_NE: r = x != y; break;                                                              \
+        case C_LT: r = x < y; break;                                                               \
+        case C_LE: r = x <= y; break;                                                              \
+        case C_GT: r = x > y; break;                                                               \
+        default: r = x >= y; break;                                                                \
+        }                                                                                          \
+        o[i] = r;                                                                                  \
     }
 
 static void compare_kernel(void *args, int64_t n, char **p, const int64_t *s) {
@@ -853,11 +988,17 @@ static kn_status compare_forward(kn_opctx *c) {
     return kn__iter(c->out[0], c->in, 2, compare_kernel, &a);
 }
 
-#define CMP_OP(NAME, ONNX, DOC)                                                                \
-    static const kn_opdef op_##NAME = {.name = #NAME, .min_in = 2, .max_in = 2, .nout = 1,      \
-                                       .dtypes = KN_DT_ALL, .flags = KN_OPF_ELEMENTWISE,      \
-                                       .infer = compare_infer, .forward = compare_forward,     \
-                                       .onnx = ONNX, .doc = DOC};
+#define CMP_OP(NAME, ONNX, DOC)                                                                    \
+    static const kn_opdef op_##NAME = {.name = #NAME,                                              \
+                                       .min_in = 2,                                                \
+                                       .max_in = 2,                                                \
+                                       .nout = 1,                                                  \
+                                       .dtypes = KN_DT_ALL,                                        \
+                                       .flags = KN_OPF_ELEMENTWISE,                                \
+                                       .infer = compare_infer,                                     \
+                                       .forward = compare_forward,                                 \
+                                       .onnx = ONNX,                                               \
+                                       .doc = DOC};
 CMP_OP(eq, "Equal", "a == b -> bool")
 CMP_OP(ne, NULL, "a != b -> bool")
 CMP_OP(lt, "Less", "a < b -> bool")
@@ -866,16 +1007,16 @@ CMP_OP(gt, "Greater", "a > b -> bool")
 CMP_OP(ge, "GreaterOrEqual", "a >= b -> bool")
 CMP_OP(logical_and, "And", "a && b (nonzero is true) -> bool")
 CMP_OP(logical_or, "Or", "a || b (nonzero is true) -> bool")
-static const kn_opdef *const cmp_ops[C_COUNT] = {&op_eq, &op_ne, &op_lt, &op_le,
+static const kn_opdef *const cmp_ops[C_COUNT] = {&op_eq, &op_ne, &op_lt,          &op_le,
                                                  &op_gt, &op_ge, &op_logical_and, &op_logical_or};
 static cfn op_cfn(const kn_opdef *op) {
     for (int i = 0; i < C_COUNT; i++)
         if (cmp_ops[i] == op) return (cfn)i;
     return C_COUNT;
 }
-#define CMP_API(NAME)                                                                          \
-    kn_tensor *kn_##NAME(kn_tensor *a, kn_tensor *b) {                                         \
-        return kn__op1(&op_##NAME, (kn_tensor *[]){a, b}, 2, NULL);                            \
+#define CMP_API(NAME)                                                                              \
+    kn_tensor *kn_##NAME(kn_tensor *a, kn_tensor *b) {                                             \
+        return kn__op1(&op_##NAME, (kn_tensor *[]){a, b}, 2, NULL);                                \
     }
 CMP_API(eq)
 CMP_API(ne)
@@ -889,7 +1030,8 @@ CMP_API(logical_or)
 static void not_kernel(void *args, int64_t n, char **p, const int64_t *s) {
     kn_dtype dt = *(const kn_dtype *)args;
     uint8_t *o = (uint8_t *)p[0];
-    for (int64_t i = 0; i < n; i++) o[i] = !truthy(dt, p[1] + i * s[1]);
+    for (int64_t i = 0; i < n; i++)
+        o[i] = !truthy(dt, p[1] + i * s[1]);
 }
 static kn_status not_infer(kn_opctx *c) {
     kn__out_like(c, 0, c->in[0], KN_BOOL);
@@ -899,11 +1041,19 @@ static kn_status not_forward(kn_opctx *c) {
     kn_dtype dt = c->in[0]->dtype;
     return kn__iter(c->out[0], c->in, 1, not_kernel, &dt);
 }
-static const kn_opdef op_logical_not = {
-    .name = "logical_not", .min_in = 1, .max_in = 1, .nout = 1, .dtypes = KN_DT_ALL,
-    .flags = KN_OPF_ELEMENTWISE, .infer = not_infer, .forward = not_forward, .onnx = "Not",
-    .doc = "!x (nonzero is true) -> bool"};
-kn_tensor *kn_logical_not(kn_tensor *x) { return kn__op1(&op_logical_not, &x, 1, NULL); }
+static const kn_opdef op_logical_not = {.name = "logical_not",
+                                        .min_in = 1,
+                                        .max_in = 1,
+                                        .nout = 1,
+                                        .dtypes = KN_DT_ALL,
+                                        .flags = KN_OPF_ELEMENTWISE,
+                                        .infer = not_infer,
+                                        .forward = not_forward,
+                                        .onnx = "Not",
+                                        .doc = "!x (nonzero is true) -> bool"};
+kn_tensor *kn_logical_not(kn_tensor *x) {
+    return kn__op1(&op_logical_not, &x, 1, NULL);
+}
 
 /* ---- where(cond, a, b) ---- */
 static void where_kernel(void *args, int64_t n, char **p, const int64_t *s) {
@@ -930,10 +1080,17 @@ static kn_status where_backward(kn_bwctx *c) {
     if (!st && c->needs[2]) st = set_gin(c, 2, kn_where(c->in[0], z, g));
     return st;
 }
-static const kn_opdef op_where = {
-    .name = "where", .min_in = 3, .max_in = 3, .nout = 1, .dtypes = KN_DT(KN_BOOL),
-    .flags = KN_OPF_ELEMENTWISE, .infer = where_infer, .forward = where_forward,
-    .backward = where_backward, .onnx = "Where", .doc = "cond ? a : b, broadcasting"};
+static const kn_opdef op_where = {.name = "where",
+                                  .min_in = 3,
+                                  .max_in = 3,
+                                  .nout = 1,
+                                  .dtypes = KN_DT(KN_BOOL),
+                                  .flags = KN_OPF_ELEMENTWISE,
+                                  .infer = where_infer,
+                                  .forward = where_forward,
+                                  .backward = where_backward,
+                                  .onnx = "Where",
+                                  .doc = "cond ? a : b, broadcasting"};
 kn_tensor *kn_where(kn_tensor *cond, kn_tensor *a, kn_tensor *b) {
     return kn__op1(&op_where, (kn_tensor *[]){cond, a, b}, 3, NULL);
 }
@@ -943,16 +1100,16 @@ typedef struct {
     double lo, hi;
     bool has_lo, has_hi;
 } clampargs;
-#define CLAMP_LOOP(T)                                                                          \
-    do {                                                                                       \
-        T *o = (T *)p[0];                                                                      \
-        const T lo = (T)a->lo, hi = (T)a->hi;                                                  \
-        for (int64_t i = 0; i < n; i++) {                                                      \
-            T v = *(const T *)(p[1] + i * s[1]);                                               \
-            if (a->has_lo && v < lo) v = lo;                                                   \
-            if (a->has_hi && v > hi) v = hi;                                                   \
-            o[i] = v;                                                                          \
-        }                                                                                      \
+#define CLAMP_LOOP(T)                                                                              \
+    do {                                                                                           \
+        T *o = (T *)p[0];                                                                          \
+        const T lo = (T)a->lo, hi = (T)a->hi;                                                      \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            T v = *(const T *)(p[1] + i * s[1]);                                                   \
+            if (a->has_lo && v < lo) v = lo;                                                       \
+            if (a->has_hi && v > hi) v = hi;                                                       \
+            o[i] = v;                                                                              \
+        }                                                                                          \
     } while (0)
 static kn_status clamp_infer(kn_opctx *c) {
     kn__out_like(c, 0, c->in[0], c->in[0]->dtype);
@@ -994,10 +1151,17 @@ static kn_status clamp_backward(kn_bwctx *c) {
     c->gin[0] = kn_mul(c->gout[0], m);
     return c->gin[0] ? KN_OK : kn_last_status();
 }
-static const kn_opdef op_clamp = {
-    .name = "clamp", .min_in = 1, .max_in = 1, .nout = 1, .dtypes = KN_DT_NUM,
-    .flags = KN_OPF_ELEMENTWISE, .infer = clamp_infer, .forward = clamp_forward,
-    .backward = clamp_backward, .onnx = "Clip", .doc = "clamp to [min, max]; attrs min, max"};
+static const kn_opdef op_clamp = {.name = "clamp",
+                                  .min_in = 1,
+                                  .max_in = 1,
+                                  .nout = 1,
+                                  .dtypes = KN_DT_NUM,
+                                  .flags = KN_OPF_ELEMENTWISE,
+                                  .infer = clamp_infer,
+                                  .forward = clamp_forward,
+                                  .backward = clamp_backward,
+                                  .onnx = "Clip",
+                                  .doc = "clamp to [min, max]; attrs min, max"};
 kn_tensor *kn_clamp(kn_tensor *x, double lo, double hi) {
     kn_attrs a = {0};
     if (!isnan(lo)) kn_attrs_set_float(&a, "min", lo);
@@ -1013,26 +1177,36 @@ static void cast_kernel(void *args, int64_t n, char **p, const int64_t *s) {
     const castargs *a = args;
     size_t es = kn_dtype_size(a->to);
     if (a->from == a->to) {
-        for (int64_t i = 0; i < n; i++) memcpy(p[0] + (size_t)i * es, p[1] + i * s[1], es);
+        for (int64_t i = 0; i < n; i++)
+            memcpy(p[0] + (size_t)i * es, p[1] + i * s[1], es);
     } else if (a->from == KN_F32 && a->to == KN_F64) {
-        for (int64_t i = 0; i < n; i++) ((double *)p[0])[i] = *(const float *)(p[1] + i * s[1]);
+        for (int64_t i = 0; i < n; i++)
+            ((double *)p[0])[i] = *(const float *)(p[1] + i * s[1]);
     } else if (a->from == KN_F64 && a->to == KN_F32) {
-        for (int64_t i = 0; i < n; i++) ((float *)p[0])[i] = (float)*(const double *)(p[1] + i * s[1]);
+        for (int64_t i = 0; i < n; i++)
+            ((float *)p[0])[i] = (float)*(const double *)(p[1] + i * s[1]);
     } else if (a->from == KN_BOOL && a->to == KN_F32) {
-        for (int64_t i = 0; i < n; i++) ((float *)p[0])[i] = *(const uint8_t *)(p[1] + i * s[1]) ? 1.0f : 0.0f;
+        for (int64_t i = 0; i < n; i++)
+            ((float *)p[0])[i] = *(const uint8_t *)(p[1] + i * s[1]) ? 1.0f : 0.0f;
     } else if (a->to == KN_BOOL) {
-        for (int64_t i = 0; i < n; i++) ((uint8_t *)p[0])[i] = truthy(a->from, p[1] + i * s[1]);
+        for (int64_t i = 0; i < n; i++)
+            ((uint8_t *)p[0])[i] = truthy(a->from, p[1] + i * s[1]);
     } else if (a->from == KN_I64 && a->to == KN_I32) {
-        for (int64_t i = 0; i < n; i++) ((int32_t *)p[0])[i] = (int32_t)*(const int64_t *)(p[1] + i * s[1]);
+        for (int64_t i = 0; i < n; i++)
+            ((int32_t *)p[0])[i] = (int32_t) * (const int64_t *)(p[1] + i * s[1]);
     } else if (a->from == KN_I32 && a->to == KN_I64) {
-        for (int64_t i = 0; i < n; i++) ((int64_t *)p[0])[i] = *(const int32_t *)(p[1] + i * s[1]);
+        for (int64_t i = 0; i < n; i++)
+            ((int64_t *)p[0])[i] = *(const int32_t *)(p[1] + i * s[1]);
     } else if (a->from == KN_I64 && a->to != KN_I64 && !kn_dtype_is_float(a->to)) {
         /* integer narrowing wraps like C/PyTorch */
         for (int64_t i = 0; i < n; i++) {
             int64_t v = *(const int64_t *)(p[1] + i * s[1]);
-            if (a->to == KN_I8) ((int8_t *)p[0])[i] = (int8_t)v;
-            else if (a->to == KN_U8) ((uint8_t *)p[0])[i] = (uint8_t)v;
-            else ((int32_t *)p[0])[i] = (int32_t)v;
+            if (a->to == KN_I8)
+                ((int8_t *)p[0])[i] = (int8_t)v;
+            else if (a->to == KN_U8)
+                ((uint8_t *)p[0])[i] = (uint8_t)v;
+            else
+                ((int32_t *)p[0])[i] = (int32_t)v;
         }
     } else {
         for (int64_t i = 0; i < n; i++)
@@ -1041,7 +1215,8 @@ static void cast_kernel(void *args, int64_t n, char **p, const int64_t *s) {
 }
 static kn_status cast_infer(kn_opctx *c) {
     int64_t to = kn__attr_int(c->attrs, "dtype", -1);
-    if (to < 0 || to >= KN_NDTYPES) return kn__err(KN_EDTYPE, "cast: invalid target dtype %lld", (long long)to);
+    if (to < 0 || to >= KN_NDTYPES)
+        return kn__err(KN_EDTYPE, "cast: invalid target dtype %lld", (long long)to);
     kn__out_like(c, 0, c->in[0], (kn_dtype)to);
     return KN_OK;
 }
@@ -1055,9 +1230,16 @@ static kn_status cast_backward(kn_bwctx *c) {
     return c->gin[0] ? KN_OK : kn_last_status();
 }
 static const kn_opdef op_cast = {
-    .name = "cast", .min_in = 1, .max_in = 1, .nout = 1, .dtypes = KN_DT_ALL,
-    .flags = KN_OPF_ELEMENTWISE, .infer = cast_infer, .forward = cast_forward,
-    .backward = cast_backward, .onnx = "Cast",
+    .name = "cast",
+    .min_in = 1,
+    .max_in = 1,
+    .nout = 1,
+    .dtypes = KN_DT_ALL,
+    .flags = KN_OPF_ELEMENTWISE,
+    .infer = cast_infer,
+    .forward = cast_forward,
+    .backward = cast_backward,
+    .onnx = "Cast",
     .doc = "convert dtype (float->int truncates and saturates); attr dtype"};
 kn_tensor *kn_cast(kn_tensor *t, kn_dtype dt) {
     kn_attrs a = {0};
@@ -1077,11 +1259,20 @@ static kn_status clone_backward(kn_bwctx *c) {
     if (c->needs[0]) c->gin[0] = kn_tensor_retain(c->gout[0]), kn__scope_adopt(c->gin[0]);
     return KN_OK;
 }
-static const kn_opdef op_clone = {
-    .name = "clone", .min_in = 1, .max_in = 1, .nout = 1, .dtypes = KN_DT_ALL,
-    .flags = KN_OPF_ELEMENTWISE, .infer = clone_infer, .forward = clone_forward,
-    .backward = clone_backward, .onnx = "Identity", .doc = "contiguous copy"};
-kn_tensor *kn_clone(kn_tensor *t) { return kn__op1(&op_clone, &t, 1, NULL); }
+static const kn_opdef op_clone = {.name = "clone",
+                                  .min_in = 1,
+                                  .max_in = 1,
+                                  .nout = 1,
+                                  .dtypes = KN_DT_ALL,
+                                  .flags = KN_OPF_ELEMENTWISE,
+                                  .infer = clone_infer,
+                                  .forward = clone_forward,
+                                  .backward = clone_backward,
+                                  .onnx = "Identity",
+                                  .doc = "contiguous copy"};
+kn_tensor *kn_clone(kn_tensor *t) {
+    return kn__op1(&op_clone, &t, 1, NULL);
+}
 kn_tensor *kn_contiguous(kn_tensor *t) {
     if (!t) return NULL;
     if (kn__is_contiguous(t)) return kn__scope_adopt(kn_tensor_retain(t));
@@ -1133,7 +1324,9 @@ kn_status kn_fill_(kn_tensor *t, double v) {
     kn_tensor_free(s);
     return st;
 }
-kn_status kn_zero_(kn_tensor *t) { return kn_fill_(t, 0.0); }
+kn_status kn_zero_(kn_tensor *t) {
+    return kn_fill_(t, 0.0);
+}
 
 /* t = t + alpha * src (src broadcasts); t must be contiguous f32/f64 or goes through a temp */
 typedef struct {
@@ -1145,9 +1338,11 @@ CLONES static void axpy_f32(void *args, int64_t n, char **p, const int64_t *s) {
     const float *t = (const float *)p[1];
     if (s[2] == 4) {
         const float *x = (const float *)p[2];
-        for (int64_t i = 0; i < n; i++) o[i] = t[i] + al * x[i];
+        for (int64_t i = 0; i < n; i++)
+            o[i] = t[i] + al * x[i];
     } else {
-        for (int64_t i = 0; i < n; i++) o[i] = t[i] + al * *(const float *)(p[2] + i * s[2]);
+        for (int64_t i = 0; i < n; i++)
+            o[i] = t[i] + al * *(const float *)(p[2] + i * s[2]);
     }
 }
 static void axpy_f64(void *args, int64_t n, char **p, const int64_t *s) {
@@ -1196,11 +1391,52 @@ kn_status kn_mul_scalar_(kn_tensor *t, double s) {
     return st;
 }
 
-const kn_opdef *const kn__ops_elementwise[] = {
-    &op_neg, &op_abs, &op_sign, &op_exp, &op_log, &op_log1p, &op_sqrt, &op_rsqrt, &op_square,
-    &op_sin, &op_cos, &op_tanh, &op_sigmoid, &op_relu, &op_relu6, &op_leaky_relu, &op_elu,
-    &op_gelu, &op_silu, &op_softplus, &op_erf, &op_reciprocal, &op_floor, &op_ceil, &op_round,
-    &op_relu_backward, &op_gelu_backward, &op_gelu_grad2,
-    &op_add, &op_sub, &op_mul, &op_div, &op_pow, &op_maximum, &op_minimum,
-    &op_eq, &op_ne, &op_lt, &op_le, &op_gt, &op_ge, &op_logical_and, &op_logical_or,
-    &op_logical_not, &op_where, &op_clamp, &op_cast, &op_clone, NULL};
+const kn_opdef *const kn__ops_elementwise[] = {&op_neg,
+                                               &op_abs,
+                                               &op_sign,
+                                               &op_exp,
+                                               &op_log,
+                                               &op_log1p,
+                                               &op_sqrt,
+                                               &op_rsqrt,
+                                               &op_square,
+                                               &op_sin,
+                                               &op_cos,
+                                               &op_tanh,
+                                               &op_sigmoid,
+                                               &op_relu,
+                                               &op_relu6,
+                                               &op_leaky_relu,
+                                               &op_elu,
+                                               &op_gelu,
+                                               &op_silu,
+                                               &op_softplus,
+                                               &op_erf,
+                                               &op_reciprocal,
+                                               &op_floor,
+                                               &op_ceil,
+                                               &op_round,
+                                               &op_relu_backward,
+                                               &op_gelu_backward,
+                                               &op_gelu_grad2,
+                                               &op_add,
+                                               &op_sub,
+                                               &op_mul,
+                                               &op_div,
+                                               &op_pow,
+                                               &op_maximum,
+                                               &op_minimum,
+                                               &op_eq,
+                                               &op_ne,
+                                               &op_lt,
+                                               &op_le,
+                                               &op_gt,
+                                               &op_ge,
+                                               &op_logical_and,
+                                               &op_logical_or,
+                                               &op_logical_not,
+                                               &op_where,
+                                               &op_clamp,
+                                               &op_cast,
+                                               &op_clone,
+                                               NULL};

@@ -12,7 +12,8 @@
 kn_status kn__reduce_mask(const char *op, const kn_attrs *a, int ndim, bool *mask) {
     int64_t axes[KN_MAX_ATTR_INTS];
     int n = kn__attr_ints(a, "axes", axes, KN_MAX_ATTR_INTS);
-    for (int i = 0; i < KN_MAX_DIMS; i++) mask[i] = n <= 0 && i < ndim;
+    for (int i = 0; i < KN_MAX_DIMS; i++)
+        mask[i] = n <= 0 && i < ndim;
     for (int i = 0; i < n; i++) {
         int d = kn__axis(op, (int)axes[i], ndim);
         if (d < 0) return kn_last_status();
@@ -31,8 +32,10 @@ kn_status kn__reduce_infer(kn_opctx *c, kn_dtype dt) {
     bool keep = kn__attr_int(c->attrs, "keepdim", 0) != 0;
     int nd = 0;
     for (int i = 0; i < x->ndim; i++) {
-        if (!mask[i]) c->out_shape[0][nd++] = x->shape[i];
-        else if (keep) c->out_shape[0][nd++] = 1;
+        if (!mask[i])
+            c->out_shape[0][nd++] = x->shape[i];
+        else if (keep)
+            c->out_shape[0][nd++] = 1;
     }
     c->out_ndim[0] = nd;
     c->out_dtype[0] = dt;
@@ -50,7 +53,8 @@ kn_tensor *kn__reduce_expand(kn_tensor *g, const kn_tensor *x, const kn_attrs *a
     bool mask[KN_MAX_DIMS];
     if (kn__reduce_mask("reduce_backward", a, x->ndim, mask)) return NULL;
     int64_t keep[KN_MAX_DIMS];
-    for (int i = 0; i < x->ndim; i++) keep[i] = mask[i] ? 1 : x->shape[i];
+    for (int i = 0; i < x->ndim; i++)
+        keep[i] = mask[i] ? 1 : x->shape[i];
     return kn_expand(kn_reshape(g, x->ndim, keep), x->ndim, x->shape);
 }
 
@@ -59,7 +63,8 @@ kn_tensor *kn__reduce_prepare(kn_tensor *x, const bool *mask, kn_rplan *p) {
     bool adjacent = true;
     for (int i = 0; i < x->ndim; i++) {
         if (!mask[i] || x->shape[i] == 1) continue;
-        if (first < 0) first = i;
+        if (first < 0)
+            first = i;
         else if (last != i - 1) {
             /* a gap of size-1 dims is still adjacent */
             for (int k = last + 1; k < i; k++)
@@ -101,39 +106,50 @@ CLONES static float block_sum_f32(const float *x, int64_t n) {
     float acc[32] = {0};
     int64_t i = 0;
     for (; i + 32 <= n; i += 32)
-        for (int k = 0; k < 32; k++) acc[k] += x[i + k];
+        for (int k = 0; k < 32; k++)
+            acc[k] += x[i + k];
     float s = 0;
-    for (int k = 0; k < 32; k++) s += acc[k];
-    for (; i < n; i++) s += x[i];
+    for (int k = 0; k < 32; k++)
+        s += acc[k];
+    for (; i < n; i++)
+        s += x[i];
     return s;
 }
 double kn__sum_f32(const float *x, int64_t n) {
     double s = 0;
-    for (int64_t b = 0; b < n; b += KN_RBLOCK) s += block_sum_f32(x + b, n - b < KN_RBLOCK ? n - b : KN_RBLOCK);
+    for (int64_t b = 0; b < n; b += KN_RBLOCK)
+        s += block_sum_f32(x + b, n - b < KN_RBLOCK ? n - b : KN_RBLOCK);
     return s;
 }
 static double block_sum_f64(const double *x, int64_t n) {
     double acc[8] = {0};
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) acc[k] += x[i + k];
+        for (int k = 0; k < 8; k++)
+            acc[k] += x[i + k];
     double s = 0;
-    for (int k = 0; k < 8; k++) s += acc[k];
-    for (; i < n; i++) s += x[i];
+    for (int k = 0; k < 8; k++)
+        s += acc[k];
+    for (; i < n; i++)
+        s += x[i];
     return s;
 }
 double kn__sum_f64(const double *x, int64_t n) {
     double s = 0;
-    for (int64_t b = 0; b < n; b += KN_RBLOCK) s += block_sum_f64(x + b, n - b < KN_RBLOCK ? n - b : KN_RBLOCK);
+    for (int64_t b = 0; b < n; b += KN_RBLOCK)
+        s += block_sum_f64(x + b, n - b < KN_RBLOCK ? n - b : KN_RBLOCK);
     return s;
 }
 
 /* Column sums out[b] = sum_r x[r*B + b] (B > 1): sequential over r for each b: fixed order. */
-CLONES static void colsum_f32(const float *x, int64_t R, int64_t B, int64_t b0, int64_t b1, float *out) {
-    for (int64_t b = b0; b < b1; b++) out[b] = 0;
+CLONES static void colsum_f32(const float *x, int64_t R, int64_t B, int64_t b0, int64_t b1,
+                              float *out) {
+    for (int64_t b = b0; b < b1; b++)
+        out[b] = 0;
     for (int64_t r = 0; r < R; r++) {
         const float *row = x + r * B;
-        for (int64_t b = b0; b < b1; b++) out[b] += row[b];
+        for (int64_t b = b0; b < b1; b++)
+            out[b] += row[b];
     }
 }
 
@@ -187,7 +203,8 @@ static kn_status sum_run(kn_opctx *c, bool ref) {
                         part[b] = kn__sum_f32(xf + a * R + s0, len);
                     }
                     double s = 0;
-                    for (int64_t b = 0; b < nb; b++) s += part[b];
+                    for (int64_t b = 0; b < nb; b++)
+                        s += part[b];
                     of[a] = (float)(mean ? s / (double)R : s);
                 }
                 kn__free(part);
@@ -201,12 +218,14 @@ static kn_status sum_run(kn_opctx *c, bool ref) {
                     if (b0 < b1) colsum_f32(xf + a * R * B, R, B, b0, b1, of + a * B);
                 }
             if (mean)
-                for (int64_t i = 0; i < nout; i++) of[i] = (float)((double)of[i] / (double)R);
+                for (int64_t i = 0; i < nout; i++)
+                    of[i] = (float)((double)of[i] / (double)R);
         } else { /* reference: plain double accumulation in index order */
             for (int64_t a = 0; a < A; a++)
                 for (int64_t b = 0; b < B; b++) {
                     double s = 0;
-                    for (int64_t r = 0; r < R; r++) s += xf[(a * R + r) * B + b];
+                    for (int64_t r = 0; r < R; r++)
+                        s += xf[(a * R + r) * B + b];
                     of[a * B + b] = (float)(mean ? s / (double)R : s);
                 }
         }
@@ -221,7 +240,8 @@ static kn_status sum_run(kn_opctx *c, bool ref) {
                 s = kn__sum_f64(xd + a * R, R);
             } else {
                 s = 0;
-                for (int64_t r = 0; r < R; r++) s += xd[(a * R + r) * B + b];
+                for (int64_t r = 0; r < R; r++)
+                    s += xd[(a * R + r) * B + b];
             }
             od[i] = mean ? s / (double)R : s;
         }
@@ -231,20 +251,26 @@ static kn_status sum_run(kn_opctx *c, bool ref) {
         for (int64_t i = 0; i < nout; i++) {
             int64_t a = i / B, b = i % B;
             uint64_t s = 0;
-            for (int64_t r = 0; r < R; r++) s += (uint64_t)load_i64(x->dtype, xb + (size_t)((a * R + r) * B + b) * es);
+            for (int64_t r = 0; r < R; r++)
+                s += (uint64_t)load_i64(x->dtype, xb + (size_t)((a * R + r) * B + b) * es);
             oi[i] = (int64_t)s;
         }
     }
     kn_tensor_free(xc);
     return KN_OK;
 }
-static kn_status sum_forward(kn_opctx *c) { return sum_run(c, false); }
-static kn_status sum_forward_ref(kn_opctx *c) { return sum_run(c, true); }
+static kn_status sum_forward(kn_opctx *c) {
+    return sum_run(c, false);
+}
+static kn_status sum_forward_ref(kn_opctx *c) {
+    return sum_run(c, true);
+}
 
 static kn_status sum_infer(kn_opctx *c) {
     kn_dtype dt = c->in[0]->dtype;
     if (dt == KN_F16 || dt == KN_BF16)
-        return kn__err(KN_EDTYPE, "%s: %s is not supported (cast to float32)", c->op->name, kn_dtype_name(dt));
+        return kn__err(KN_EDTYPE, "%s: %s is not supported (cast to float32)", c->op->name,
+                       kn_dtype_name(dt));
     if (strcmp(c->op->name, "mean") == 0 && !kn_dtype_is_float(dt))
         return kn__err(KN_EDTYPE, "mean: needs a floating dtype, got %s", kn_dtype_name(dt));
     return kn__reduce_infer(c, kn_dtype_is_float(dt) ? dt : KN_I64);
@@ -262,23 +288,39 @@ static kn_status sum_backward(kn_bwctx *c) {
     return g ? KN_OK : kn_last_status();
 }
 
-static const kn_opdef op_sum = {
-    .name = "sum", .min_in = 1, .max_in = 1, .nout = 1, .dtypes = KN_DT_ALL,
-    .flags = KN_OPF_REDUCTION, .infer = sum_infer, .forward = sum_forward,
-    .forward_ref = sum_forward_ref, .backward = sum_backward, .onnx = "ReduceSum",
-    .doc = "sum over axes (all when absent); attrs axes, keepdim"};
-static const kn_opdef op_mean = {
-    .name = "mean", .min_in = 1, .max_in = 1, .nout = 1, .dtypes = KN_DT_FLOAT,
-    .flags = KN_OPF_REDUCTION, .infer = sum_infer, .forward = sum_forward,
-    .forward_ref = sum_forward_ref, .backward = sum_backward, .onnx = "ReduceMean",
-    .doc = "mean over axes (all when absent); attrs axes, keepdim"};
+static const kn_opdef op_sum = {.name = "sum",
+                                .min_in = 1,
+                                .max_in = 1,
+                                .nout = 1,
+                                .dtypes = KN_DT_ALL,
+                                .flags = KN_OPF_REDUCTION,
+                                .infer = sum_infer,
+                                .forward = sum_forward,
+                                .forward_ref = sum_forward_ref,
+                                .backward = sum_backward,
+                                .onnx = "ReduceSum",
+                                .doc = "sum over axes (all when absent); attrs axes, keepdim"};
+static const kn_opdef op_mean = {.name = "mean",
+                                 .min_in = 1,
+                                 .max_in = 1,
+                                 .nout = 1,
+                                 .dtypes = KN_DT_FLOAT,
+                                 .flags = KN_OPF_REDUCTION,
+                                 .infer = sum_infer,
+                                 .forward = sum_forward,
+                                 .forward_ref = sum_forward_ref,
+                                 .backward = sum_backward,
+                                 .onnx = "ReduceMean",
+                                 .doc = "mean over axes (all when absent); attrs axes, keepdim"};
 
-static kn_tensor *reduce_call(const kn_opdef *op, kn_tensor *x, const int *axes, int naxes, bool keepdim) {
+static kn_tensor *reduce_call(const kn_opdef *op, kn_tensor *x, const int *axes, int naxes,
+                              bool keepdim) {
     if (naxes < 0 || naxes > KN_MAX_DIMS || (naxes && !axes))
         return kn__errp(KN_EINVAL, "%s: invalid axes (count %d)", op->name, naxes);
     kn_attrs a = {0};
     int64_t ax[KN_MAX_DIMS];
-    for (int i = 0; i < naxes; i++) ax[i] = axes[i];
+    for (int i = 0; i < naxes; i++)
+        ax[i] = axes[i];
     if (naxes) kn_attrs_set_ints(&a, "axes", ax, naxes);
     kn_attrs_set_int(&a, "keepdim", keepdim);
     return kn__op1(op, &x, 1, &a);

@@ -21,7 +21,8 @@ static bool view_strides(const kn_tensor *t, int ndim, const int64_t *shape, int
     int64_t tensor_numel = 1, view_numel = 1;
     for (int d = t->ndim - 1; d >= 0; d--) {
         tensor_numel *= t->shape[d];
-        if (d == 0 || (t->shape[d - 1] != 1 && t->strides[d - 1] != tensor_numel * chunk_base_stride)) {
+        if (d == 0 ||
+            (t->shape[d - 1] != 1 && t->strides[d - 1] != tensor_numel * chunk_base_stride)) {
             while (view_d >= 0 && (view_numel < tensor_numel || shape[view_d] == 1)) {
                 out[view_d] = view_numel * chunk_base_stride;
                 view_numel *= shape[view_d];
@@ -43,7 +44,8 @@ static kn_status reshape_infer(kn_opctx *c) {
     int64_t shape[KN_MAX_DIMS];
     int nd = kn__attr_ints(c->attrs, "shape", shape, KN_MAX_DIMS);
     if (nd < 0 || nd > KN_MAX_DIMS)
-        return kn__err(KN_EINVAL, "reshape: missing or too long 'shape' (max %d dims)", KN_MAX_DIMS);
+        return kn__err(KN_EINVAL, "reshape: missing or too long 'shape' (max %d dims)",
+                       KN_MAX_DIMS);
     int infer = -1;
     int64_t known = 1;
     for (int i = 0; i < nd; i++) {
@@ -83,7 +85,8 @@ static kn_status reshape_forward(kn_opctx *c) {
         if (c->out[0]) {
             kn_tensor *tmp = kn__contig(x);
             if (!tmp) return kn_last_status();
-            memcpy(kn__ptr(c->out[0]), kn__ptr(tmp), (size_t)kn__numel(x->ndim, x->shape) * kn_dtype_size(x->dtype));
+            memcpy(kn__ptr(c->out[0]), kn__ptr(tmp),
+                   (size_t)kn__numel(x->ndim, x->shape) * kn_dtype_size(x->dtype));
             kn_tensor_free(tmp);
         }
     }
@@ -97,9 +100,16 @@ static kn_status to_input_shape(kn_bwctx *c) {
     return KN_OK;
 }
 static const kn_opdef op_reshape = {
-    .name = "reshape", .min_in = 1, .max_in = 1, .nout = 1, .dtypes = KN_DT_ALL,
-    .flags = KN_OPF_VIEW, .infer = reshape_infer, .forward = reshape_forward,
-    .backward = to_input_shape, .onnx = "Reshape",
+    .name = "reshape",
+    .min_in = 1,
+    .max_in = 1,
+    .nout = 1,
+    .dtypes = KN_DT_ALL,
+    .flags = KN_OPF_VIEW,
+    .infer = reshape_infer,
+    .forward = reshape_forward,
+    .backward = to_input_shape,
+    .onnx = "Reshape",
     .doc = "new shape, one -1 inferred; a view when strides allow; attr shape"};
 
 kn_tensor *kn_reshape(kn_tensor *t, int ndim, const int64_t *shape) {
@@ -115,14 +125,18 @@ kn_tensor *kn_flatten(kn_tensor *t, int start_dim, int end_dim) {
     if (t->ndim == 0) return kn_reshape(t, 1, (int64_t[]){1});
     int s = kn__axis("flatten", start_dim, t->ndim), e = kn__axis("flatten", end_dim, t->ndim);
     if (s < 0 || e < 0) return NULL;
-    if (s > e) return kn__errp(KN_EINVAL, "flatten: start_dim %d after end_dim %d", start_dim, end_dim);
+    if (s > e)
+        return kn__errp(KN_EINVAL, "flatten: start_dim %d after end_dim %d", start_dim, end_dim);
     int64_t shape[KN_MAX_DIMS];
     int nd = 0;
-    for (int i = 0; i < s; i++) shape[nd++] = t->shape[i];
+    for (int i = 0; i < s; i++)
+        shape[nd++] = t->shape[i];
     int64_t m = 1;
-    for (int i = s; i <= e; i++) m *= t->shape[i];
+    for (int i = s; i <= e; i++)
+        m *= t->shape[i];
     shape[nd++] = m;
-    for (int i = e + 1; i < t->ndim; i++) shape[nd++] = t->shape[i];
+    for (int i = e + 1; i < t->ndim; i++)
+        shape[nd++] = t->shape[i];
     return kn_reshape(t, nd, shape);
 }
 
@@ -149,7 +163,8 @@ static kn_status permute_infer(kn_opctx *c) {
     if (st) return st;
     c->out_dtype[0] = c->in[0]->dtype;
     c->out_ndim[0] = c->in[0]->ndim;
-    for (int i = 0; i < c->in[0]->ndim; i++) c->out_shape[0][i] = c->in[0]->shape[perm[i]];
+    for (int i = 0; i < c->in[0]->ndim; i++)
+        c->out_shape[0][i] = c->in[0]->shape[perm[i]];
     return KN_OK;
 }
 static kn_status permute_forward(kn_opctx *c) {
@@ -157,7 +172,8 @@ static kn_status permute_forward(kn_opctx *c) {
     get_perm(c, perm);
     kn_tensor *x = c->in[0];
     int64_t st[KN_MAX_DIMS];
-    for (int i = 0; i < x->ndim; i++) st[i] = x->strides[perm[i]];
+    for (int i = 0; i < x->ndim; i++)
+        st[i] = x->strides[perm[i]];
     c->out[0] = kn__tensor_view(x, x->ndim, c->out_shape[0], st, x->offset);
     return c->out[0] ? KN_OK : kn_last_status();
 }
@@ -166,20 +182,29 @@ static kn_status permute_backward(kn_bwctx *c) {
     int64_t p[KN_MAX_DIMS];
     int nd = c->in[0]->ndim, inv[KN_MAX_DIMS];
     kn__attr_ints(c->attrs, "dims", p, KN_MAX_DIMS);
-    for (int i = 0; i < nd; i++) inv[p[i] < 0 ? p[i] + nd : p[i]] = i;
+    for (int i = 0; i < nd; i++)
+        inv[p[i] < 0 ? p[i] + nd : p[i]] = i;
     c->gin[0] = kn_permute(c->gout[0], inv);
     return c->gin[0] ? KN_OK : kn_last_status();
 }
-static const kn_opdef op_permute = {
-    .name = "permute", .min_in = 1, .max_in = 1, .nout = 1, .dtypes = KN_DT_ALL,
-    .flags = KN_OPF_VIEW, .infer = permute_infer, .forward = permute_forward,
-    .backward = permute_backward, .onnx = "Transpose", .doc = "reorder dims (view); attr dims"};
+static const kn_opdef op_permute = {.name = "permute",
+                                    .min_in = 1,
+                                    .max_in = 1,
+                                    .nout = 1,
+                                    .dtypes = KN_DT_ALL,
+                                    .flags = KN_OPF_VIEW,
+                                    .infer = permute_infer,
+                                    .forward = permute_forward,
+                                    .backward = permute_backward,
+                                    .onnx = "Transpose",
+                                    .doc = "reorder dims (view); attr dims"};
 
 kn_tensor *kn_permute(kn_tensor *t, const int *dims) {
     if (!t) return NULL;
     if (!dims && t->ndim) return kn__errp(KN_EINVAL, "permute: dims is NULL");
     int64_t p[KN_MAX_DIMS];
-    for (int i = 0; i < t->ndim; i++) p[i] = dims[i];
+    for (int i = 0; i < t->ndim; i++)
+        p[i] = dims[i];
     kn_attrs a = {0};
     kn_attrs_set_ints(&a, "dims", p, t->ndim);
     return kn__op1(&op_permute, &t, 1, &a);
@@ -190,7 +215,8 @@ kn_tensor *kn_transpose(kn_tensor *t, int dim0, int dim1) {
     int a = kn__axis("transpose", dim0, t->ndim), b = kn__axis("transpose", dim1, t->ndim);
     if (a < 0 || b < 0) return NULL;
     int perm[KN_MAX_DIMS];
-    for (int i = 0; i < t->ndim; i++) perm[i] = i;
+    for (int i = 0; i < t->ndim; i++)
+        perm[i] = i;
     if (t->ndim) {
         perm[a] = b;
         perm[b] = a;
@@ -265,11 +291,17 @@ static kn_status expand_backward(kn_bwctx *c) {
     c->gin[0] = kn__sum_to(c->gout[0], c->in[0]->ndim, c->in[0]->shape);
     return c->gin[0] ? KN_OK : kn_last_status();
 }
-static const kn_opdef op_expand = {
-    .name = "expand", .min_in = 1, .max_in = 1, .nout = 1, .dtypes = KN_DT_ALL,
-    .flags = KN_OPF_VIEW, .infer = expand_infer, .forward = expand_forward,
-    .backward = expand_backward, .onnx = "Expand",
-    .doc = "broadcast view (stride 0); attr shape (-1 keeps a dim)"};
+static const kn_opdef op_expand = {.name = "expand",
+                                   .min_in = 1,
+                                   .max_in = 1,
+                                   .nout = 1,
+                                   .dtypes = KN_DT_ALL,
+                                   .flags = KN_OPF_VIEW,
+                                   .infer = expand_infer,
+                                   .forward = expand_forward,
+                                   .backward = expand_backward,
+                                   .onnx = "Expand",
+                                   .doc = "broadcast view (stride 0); attr shape (-1 keeps a dim)"};
 kn_tensor *kn_expand(kn_tensor *t, int ndim, const int64_t *shape) {
     if (ndim < 0 || ndim > KN_MAX_DIMS || (ndim && !shape))
         return kn__errp(KN_EINVAL, "expand: invalid target rank %d", ndim);
@@ -288,11 +320,13 @@ typedef struct {
 static kn_status slice_resolve(const char *who, const kn_attrs *at, int ndim, const int64_t *shape,
                                slice_spec *s) {
     int d = kn__axis(who, (int)kn__attr_int(at, "dim", 0), ndim);
-    if (d < 0 || ndim == 0) return kn__err(KN_EINVAL, "%s: cannot slice a 0-d tensor or bad dim", who);
+    if (d < 0 || ndim == 0)
+        return kn__err(KN_EINVAL, "%s: cannot slice a 0-d tensor or bad dim", who);
     int64_t size = shape[d];
     int64_t start = kn__attr_int(at, "start", 0), end = kn__attr_int(at, "end", INT64_MAX);
     int64_t step = kn__attr_int(at, "step", 1);
-    if (step <= 0) return kn__err(KN_EINVAL, "%s: step must be positive, got %lld", who, (long long)step);
+    if (step <= 0)
+        return kn__err(KN_EINVAL, "%s: step must be positive, got %lld", who, (long long)step);
     if (start < 0) start = start < -size ? 0 : start + size;
     if (end < 0) end = end < -size ? 0 : end + size;
     if (start > size) start = size;
@@ -329,9 +363,16 @@ static kn_status slice_backward(kn_bwctx *c) {
     return c->gin[0] ? KN_OK : kn_last_status();
 }
 static const kn_opdef op_slice = {
-    .name = "slice", .min_in = 1, .max_in = 1, .nout = 1, .dtypes = KN_DT_ALL,
-    .flags = KN_OPF_VIEW, .infer = slice_infer, .forward = slice_forward,
-    .backward = slice_backward, .onnx = "Slice",
+    .name = "slice",
+    .min_in = 1,
+    .max_in = 1,
+    .nout = 1,
+    .dtypes = KN_DT_ALL,
+    .flags = KN_OPF_VIEW,
+    .infer = slice_infer,
+    .forward = slice_forward,
+    .backward = slice_backward,
+    .onnx = "Slice",
     .doc = "x[start:end:step] on one dim (view); attrs dim, start, end, step"};
 
 /* slice_backward(g): zeros of in_shape with g written into the slice */
@@ -371,10 +412,16 @@ static kn_status slice_bw_backward(kn_bwctx *c) {
     c->gin[0] = kn__op1(&op_slice, &c->gout[0], 1, c->attrs);
     return c->gin[0] ? KN_OK : kn_last_status();
 }
-static const kn_opdef op_slice_backward = {
-    .name = "slice_backward", .min_in = 1, .max_in = 1, .nout = 1, .dtypes = KN_DT_ALL,
-    .flags = KN_OPF_INTERNAL, .infer = slice_bw_infer, .forward = slice_bw_forward,
-    .backward = slice_bw_backward, .doc = "scatter a slice's gradient into zeros"};
+static const kn_opdef op_slice_backward = {.name = "slice_backward",
+                                           .min_in = 1,
+                                           .max_in = 1,
+                                           .nout = 1,
+                                           .dtypes = KN_DT_ALL,
+                                           .flags = KN_OPF_INTERNAL,
+                                           .infer = slice_bw_infer,
+                                           .forward = slice_bw_forward,
+                                           .backward = slice_bw_backward,
+                                           .doc = "scatter a slice's gradient into zeros"};
 
 kn_tensor *kn_slice(kn_tensor *t, int dim, int64_t start, int64_t end, int64_t step) {
     kn_attrs a = {0};
@@ -388,7 +435,8 @@ kn_tensor *kn_slice(kn_tensor *t, int dim, int64_t start, int64_t end, int64_t s
 /* ---- concat ---- */
 static kn_status concat_infer(kn_opctx *c) {
     const kn_tensor *x0 = c->in[0];
-    if (x0->ndim == 0) return kn__err(KN_EINVAL, "concat: zero-dimensional tensors cannot be concatenated");
+    if (x0->ndim == 0)
+        return kn__err(KN_EINVAL, "concat: zero-dimensional tensors cannot be concatenated");
     int d = kn__axis("concat", (int)kn__attr_int(c->attrs, "dim", 0), x0->ndim);
     if (d < 0) return kn_last_status();
     kn_status st = kn__same_dtype(c, 0, c->nin - 1);
@@ -397,10 +445,12 @@ static kn_status concat_infer(kn_opctx *c) {
     for (int i = 0; i < c->nin; i++) {
         const kn_tensor *x = c->in[i];
         bool ok = x->ndim == x0->ndim;
-        for (int k = 0; ok && k < x0->ndim; k++) ok = k == d || x->shape[k] == x0->shape[k];
+        for (int k = 0; ok && k < x0->ndim; k++)
+            ok = k == d || x->shape[k] == x0->shape[k];
         if (!ok) {
             char a[128], b[128];
-            return kn__err(KN_ESHAPE, "concat: input %d has shape %s, input 0 has %s (only dim %d may differ)",
+            return kn__err(KN_ESHAPE,
+                           "concat: input %d has shape %s, input 0 has %s (only dim %d may differ)",
                            i, kn__shape_str(a, sizeof a, x->ndim, x->shape),
                            kn__shape_str(b, sizeof b, x0->ndim, x0->shape), d);
         }
@@ -442,10 +492,16 @@ static kn_status concat_backward(kn_bwctx *c) {
     }
     return KN_OK;
 }
-static const kn_opdef op_concat = {
-    .name = "concat", .min_in = 1, .max_in = -1, .nout = 1, .dtypes = KN_DT_ALL,
-    .infer = concat_infer, .forward = concat_forward, .backward = concat_backward,
-    .onnx = "Concat", .doc = "join along an existing dim; attr dim"};
+static const kn_opdef op_concat = {.name = "concat",
+                                   .min_in = 1,
+                                   .max_in = -1,
+                                   .nout = 1,
+                                   .dtypes = KN_DT_ALL,
+                                   .infer = concat_infer,
+                                   .forward = concat_forward,
+                                   .backward = concat_backward,
+                                   .onnx = "Concat",
+                                   .doc = "join along an existing dim; attr dim"};
 
 kn_tensor *kn_concat(kn_tensor *const *ts, int n, int dim) {
     if (!ts || n < 1) return kn__errp(KN_EINVAL, "concat: need at least one tensor");
@@ -472,7 +528,8 @@ kn_tensor *kn_stack(kn_tensor *const *ts, int n, int dim) {
     if (d < 0) return NULL;
     kn_tensor *u[KN_MAX_INS];
     kn_scope s = kn_scope_begin();
-    for (int i = 0; i < n; i++) u[i] = kn_unsqueeze(ts[i], d);
+    for (int i = 0; i < n; i++)
+        u[i] = kn_unsqueeze(ts[i], d);
     kn_tensor *r = kn_keep(kn_concat(u, n, d));
     kn_scope_end(s);
     return r;
@@ -480,7 +537,8 @@ kn_tensor *kn_stack(kn_tensor *const *ts, int n, int dim) {
 
 int kn_split(kn_tensor *t, int64_t size, int dim, kn_tensor **out, int max_out) {
     if (!t) return kn_last_status() ? kn_last_status() : kn__err(KN_EINVAL, "split: NULL tensor");
-    if (size <= 0) return kn__err(KN_EINVAL, "split: split size must be positive, got %lld", (long long)size);
+    if (size <= 0)
+        return kn__err(KN_EINVAL, "split: split size must be positive, got %lld", (long long)size);
     int d = kn__axis("split", dim, t->ndim);
     if (d < 0 || t->ndim == 0) return kn__err(KN_EINVAL, "split: bad dim %d", dim);
     int64_t len = t->shape[d];
@@ -492,7 +550,8 @@ int kn_split(kn_tensor *t, int64_t size, int dim, kn_tensor **out, int max_out) 
         if (!out[i]) {
             kn_status st = kn_last_status();
             if (!kn__scope_active()) /* outside a scope, release the pieces made so far */
-                for (int64_t k = 0; k < i; k++) kn_tensor_free(out[k]);
+                for (int64_t k = 0; k < i; k++)
+                    kn_tensor_free(out[k]);
             return st;
         }
     }
@@ -510,5 +569,5 @@ int kn_chunk(kn_tensor *t, int chunks, int dim, kn_tensor **out, int max_out) {
     return kn_split(t, size, d, out, max_out);
 }
 
-const kn_opdef *const kn__ops_shape[] = {&op_reshape, &op_permute, &op_expand, &op_slice,
-                                         &op_slice_backward, &op_concat, NULL};
+const kn_opdef *const kn__ops_shape[] = {&op_reshape,        &op_permute, &op_expand, &op_slice,
+                                         &op_slice_backward, &op_concat,  NULL};

@@ -39,9 +39,8 @@ static bool has_avx512(void) {
 }
 
 /* yp[o][j0 .. j0+48) for all channel blocks, j over the flattened padded output grid (NP) */
-__attribute__((target("avx512f"))) static void out_tile(const float *xp, const float *wp,
-                                                        float *yp, const dgeom *d, int64_t j0,
-                                                        int64_t NP) {
+__attribute__((target("avx512f"))) static void out_tile(const float *xp, const float *wp, float *yp,
+                                                        const dgeom *d, int64_t j0, int64_t NP) {
     const int64_t K2 = d->KH * d->KW;
     int64_t left = NP - j0;
     __mmask16 m[3];
@@ -52,7 +51,8 @@ __attribute__((target("avx512f"))) static void out_tile(const float *xp, const f
     for (int64_t ob = 0; ob < d->OB; ob++) {
         const float *wb = wp + ob * d->C * K2 * 8;
         __m512 a[8][3];
-        for (int i = 0; i < 8; i++) a[i][0] = a[i][1] = a[i][2] = _mm512_setzero_ps();
+        for (int i = 0; i < 8; i++)
+            a[i][0] = a[i][1] = a[i][2] = _mm512_setzero_ps();
         for (int64_t c = 0; c < d->C; c++) {
             const float *xr = xp + c * d->PS + j0;
             const float *wc = wb + c * K2 * 8;
@@ -100,14 +100,16 @@ static bool run(const float *x, const float *wp, const float *bias, float *y, co
             for (int64_t h = 0; h < d->H; h++)
                 memcpy(xp + c * d->PS + (h + d->pt) * d->Wp + d->pl, xn + (c * d->H + h) * d->W,
                        (size_t)d->W * sizeof(float));
-        for (int64_t j0 = 0; j0 < NP; j0 += 48) out_tile(xp, wp, yp, d, j0, NP);
+        for (int64_t j0 = 0; j0 < NP; j0 += 48)
+            out_tile(xp, wp, yp, d, j0, NP);
         float *yn = y + n * d->O * d->OH * d->OW;
         for (int64_t o = 0; o < d->O; o++) {
             float bv = bias ? bias[o] : 0.0f;
             for (int64_t oh = 0; oh < d->OH; oh++) {
                 const float *s = yp + o * NP + oh * d->Wp;
                 float *t = yn + (o * d->OH + oh) * d->OW;
-                for (int64_t ow = 0; ow < d->OW; ow++) t[ow] = s[ow] + bv;
+                for (int64_t ow = 0; ow < d->OW; ow++)
+                    t[ow] = s[ow] + bv;
             }
         }
     }
@@ -116,8 +118,17 @@ static bool run(const float *x, const float *wp, const float *bias, float *y, co
 }
 
 static bool make_geom(const kn_conv_geom *g, dgeom *d) {
-    *d = (dgeom){.C = g->C, .O = g->O, .OB = (g->O + 7) / 8, .H = g->H, .W = g->W,
-                 .OH = g->OH, .OW = g->OW, .KH = g->KH, .KW = g->KW, .pt = g->pt, .pl = g->pl};
+    *d = (dgeom){.C = g->C,
+                 .O = g->O,
+                 .OB = (g->O + 7) / 8,
+                 .H = g->H,
+                 .W = g->W,
+                 .OH = g->OH,
+                 .OW = g->OW,
+                 .KH = g->KH,
+                 .KW = g->KW,
+                 .pt = g->pt,
+                 .pl = g->pl};
     d->Hp = d->OH + d->KH - 1;
     d->Wp = d->OW + d->KW - 1;
     d->PS = d->Hp * d->Wp;
@@ -198,7 +209,8 @@ __attribute__((target("avx512f"))) static void dw_item(const float *xall, const 
     const int64_t K2 = d->KH * d->KW, off = (k / d->KW) * d->Wp + k % d->KW;
     const int64_t NP = d->OH * d->Wp;
     __m512 acc[8];
-    for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_ps();
+    for (int i = 0; i < 8; i++)
+        acc[i] = _mm512_setzero_ps();
     for (int64_t n = 0; n < N; n++) {
         const float *xs = xall + (size_t)n * xper + c * d->PS + off;
         const float *gs = gall + (size_t)n * gper + ob * 8 * NP16;
