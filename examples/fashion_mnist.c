@@ -6,8 +6,9 @@
  *
  * Defaults: SGD with momentum 0.9, batch 64, lr 0.02 for the MLP and 0.03 for LeNet (Adam:
  * 1e-3) annealed to 0 over the run with a cosine schedule (--sched none keeps it constant),
- * inputs scaled to [0, 1] and normalised with the data set's mean/std. Shows a progress bar on a terminal (plain lines
- * otherwise), test accuracy and time per epoch, and the peak RSS at the end. --save writes a
+ * inputs scaled to [0, 1] and normalised with the data set's mean/std. Shows a progress bar
+ * on a terminal (plain lines otherwise), test accuracy and time per epoch, and the peak RSS at
+ * the end. --save writes a
  * checkpoint (model + optimizer + step + epoch + RNG) atomically after every epoch; --resume
  * continues from one, reproducing the uninterrupted run exactly (--stop-after E simulates an
  * interruption after epoch E).

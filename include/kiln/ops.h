@@ -221,7 +221,8 @@ kn_tensor *kn_gather(kn_tensor *x, int dim, kn_tensor *index);      /* index i64
 kn_tensor *kn_scatter_add(kn_tensor *x, int dim, kn_tensor *index, kn_tensor *src);
 kn_tensor *kn_index_select(kn_tensor *x, int dim, kn_tensor *index); /* index 1-D i64/i32 */
 typedef enum { KN_PAD_CONSTANT = 0, KN_PAD_REFLECT = 1 } kn_pad_mode;
-/* pads like torch.nn.functional.pad: pads = {last_lo, last_hi, prev_lo, prev_hi, ...}, npads even */
+/* pads like torch.nn.functional.pad: pads = {last_lo, last_hi, prev_lo, prev_hi, ...}, npads
+ * even */
 kn_tensor *kn_pad(kn_tensor *x, const int64_t *pads, int npads, kn_pad_mode mode, double value);
 kn_tensor *kn_repeat(kn_tensor *x, int n, const int64_t *repeats); /* n >= ndim */
 kn_tensor *kn_tril(kn_tensor *x, int64_t k);

@@ -51,8 +51,10 @@ typedef struct {
 
 static double val(const kn_tensor *t, const int64_t *idx) {
     int64_t off = t->offset;
-    for (int k = 0; k < t->ndim; k++) off += idx[k] * t->strides[k];
-    return kn__load_f64(t->dtype, (const char *)t->storage->data + off * (int64_t)kn_dtype_size(t->dtype));
+    for (int k = 0; k < t->ndim; k++)
+        off += idx[k] * t->strides[k];
+    return kn__load_f64(t->dtype,
+                        (const char *)t->storage->data + off * (int64_t)kn_dtype_size(t->dtype));
 }
 
 static int fmt_val(const pctx *p, double v, char *out, size_t len) {
@@ -110,7 +112,8 @@ static void emit(pctx *p, sbuf *b, int dim, int64_t *idx, int indent) {
                 sb_add(b, "  ...,");
             } else {
                 sb_add(b, "...,");
-                for (int k = dim; k < t->ndim - 1; k++) sb_add(b, "\n");
+                for (int k = dim; k < t->ndim - 1; k++)
+                    sb_add(b, "\n");
                 sb_add(b, "%*s", indent + 1, "");
             }
             i = n - EDGE;
@@ -131,7 +134,8 @@ static void emit(pctx *p, sbuf *b, int dim, int64_t *idx, int indent) {
         if (i < n - 1) {
             sb_add(b, ",");
             if (dim < t->ndim - 1) {
-                for (int k = dim; k < t->ndim - 1; k++) sb_add(b, "\n");
+                for (int k = dim; k < t->ndim - 1; k++)
+                    sb_add(b, "\n");
                 sb_add(b, "%*s", indent + 1, "");
             }
         }
@@ -175,7 +179,9 @@ char *kn_tensor_to_string(const kn_tensor *t) {
     return b.s;
 }
 
-void kn_string_free(char *s) { kn__free(s); }
+void kn_string_free(char *s) {
+    kn__free(s);
+}
 
 kn_status kn_tensor_print(const kn_tensor *t, FILE *f) {
     if (!t || !f) return kn__err(KN_EINVAL, "tensor_print: NULL argument");

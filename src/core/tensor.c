@@ -11,11 +11,14 @@
 
 static _Atomic long g_live;
 
-size_t kn_live_tensors(void) { return (size_t)atomic_load(&g_live); }
+size_t kn_live_tensors(void) {
+    return (size_t)atomic_load(&g_live);
+}
 
 int64_t kn__numel(int ndim, const int64_t *shape) {
     int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
+    for (int i = 0; i < ndim; i++)
+        n *= shape[i];
     return n;
 }
 
@@ -46,8 +49,8 @@ kn_status kn__check_shape(const char *who, int ndim, const int64_t *shape, kn_dt
     size_t n = kn_dtype_size(dt);
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0)
-            return kn__err(KN_EINVAL, "%s: negative size %lld in dim %d", who,
-                           (long long)shape[i], i);
+            return kn__err(KN_EINVAL, "%s: negative size %lld in dim %d", who, (long long)shape[i],
+                           i);
         if (!kn__mul_ok(n, (size_t)shape[i], &n) || n > ((size_t)1 << 48))
             return kn__err(KN_ELIMIT, "%s: tensor of that shape is too large", who);
     }
@@ -194,7 +197,8 @@ void kn__copy_into(kn_tensor *dst, const kn_tensor *src) {
                 ((uint16_t *)dp)[i] = ((const uint16_t *)sp)[i * istride];
             break;
         default:
-            for (int64_t i = 0; i < inner; i++) dp[i] = sp[i * istride];
+            for (int64_t i = 0; i < inner; i++)
+                dp[i] = sp[i * istride];
         }
     }
 }
@@ -216,9 +220,11 @@ static void fill_value(kn_tensor *t, double v) {
     kn__store_f64(t->dtype, one, v);
     if (t->dtype == KN_F32) {
         float f = (float)v;
-        for (int64_t i = 0; i < n; i++) ((float *)p)[i] = f;
+        for (int64_t i = 0; i < n; i++)
+            ((float *)p)[i] = f;
     } else {
-        for (int64_t i = 0; i < n; i++) memcpy(p + i * es, one, es);
+        for (int64_t i = 0; i < n; i++)
+            memcpy(p + i * es, one, es);
     }
 }
 
@@ -234,13 +240,19 @@ kn_tensor *kn_zeros(kn_dtype dt, int ndim, const int64_t *shape) {
 kn_tensor *kn_ones(kn_dtype dt, int ndim, const int64_t *shape) {
     return kn_full(dt, ndim, shape, 1.0);
 }
-kn_tensor *kn_scalar(kn_dtype dt, double value) { return kn_full(dt, 0, NULL, value); }
+kn_tensor *kn_scalar(kn_dtype dt, double value) {
+    return kn_full(dt, 0, NULL, value);
+}
 kn_tensor *kn_full_like(const kn_tensor *t, double value) {
     if (!t) return NULL;
     return kn_full(t->dtype, t->ndim, t->shape, value);
 }
-kn_tensor *kn_zeros_like(const kn_tensor *t) { return kn_full_like(t, 0.0); }
-kn_tensor *kn_ones_like(const kn_tensor *t) { return kn_full_like(t, 1.0); }
+kn_tensor *kn_zeros_like(const kn_tensor *t) {
+    return kn_full_like(t, 0.0);
+}
+kn_tensor *kn_ones_like(const kn_tensor *t) {
+    return kn_full_like(t, 1.0);
+}
 
 kn_tensor *kn_arange(double start, double end, double step, kn_dtype dt) {
     if (step == 0 || !isfinite(start) || !isfinite(end) || !isfinite(step))
@@ -252,7 +264,8 @@ kn_tensor *kn_arange(double start, double end, double step, kn_dtype dt) {
     kn_tensor *t = kn__tensor_alloc(dt, 1, &n);
     if (!t) return NULL;
     size_t es = kn_dtype_size(dt);
-    for (int64_t i = 0; i < n; i++) kn__store_f64(dt, kn__ptr(t) + i * es, start + (double)i * step);
+    for (int64_t i = 0; i < n; i++)
+        kn__store_f64(dt, kn__ptr(t) + i * es, start + (double)i * step);
     return kn__scope_adopt(t);
 }
 
@@ -266,7 +279,8 @@ kn_tensor *kn_linspace(double start, double end, int64_t steps, kn_dtype dt) {
     int64_t half = steps / 2;
     for (int64_t i = 0; i < steps; i++) {
         double v = steps == 1 ? start
-                   : i < half ? start + step * (double)i : end - step * (double)(steps - 1 - i);
+                   : i < half ? start + step * (double)i
+                              : end - step * (double)(steps - 1 - i);
         kn__store_f64(dt, kn__ptr(t) + i * es, v);
     }
     return kn__scope_adopt(t);
@@ -279,12 +293,15 @@ kn_tensor *kn_eye(int64_t n, int64_t m, kn_dtype dt) {
     if (!t) return NULL;
     fill_value(t, 0.0);
     size_t es = kn_dtype_size(dt);
-    for (int64_t i = 0; i < n && i < m; i++) kn__store_f64(dt, kn__ptr(t) + (i * m + i) * es, 1.0);
+    for (int64_t i = 0; i < n && i < m; i++)
+        kn__store_f64(dt, kn__ptr(t) + (i * m + i) * es, 1.0);
     return kn__scope_adopt(t);
 }
 
 /* Random fills use counter-based draws (seed, base + i): deterministic for any thread count. */
-static double u01(uint64_t r) { return (double)(r >> 11) * (1.0 / 9007199254740992.0); }
+static double u01(uint64_t r) {
+    return (double)(r >> 11) * (1.0 / 9007199254740992.0);
+}
 
 kn_tensor *kn_rand(kn_dtype dt, int ndim, const int64_t *shape) {
     kn_tensor *t = kn__tensor_alloc(dt, ndim, shape);
@@ -366,19 +383,33 @@ kn_tensor *kn_from_blob(kn_dtype dt, int ndim, const int64_t *shape, void *data,
 }
 
 /* ---- inspection ---- */
-kn_dtype kn_tensor_dtype(const kn_tensor *t) { return t ? t->dtype : KN_NDTYPES; }
-int kn_tensor_ndim(const kn_tensor *t) { return t ? t->ndim : -1; }
-const int64_t *kn_tensor_shape(const kn_tensor *t) { return t ? t->shape : NULL; }
-const int64_t *kn_tensor_strides(const kn_tensor *t) { return t ? t->strides : NULL; }
-int64_t kn_tensor_numel(const kn_tensor *t) { return t ? kn__numel(t->ndim, t->shape) : 0; }
-bool kn_tensor_is_contiguous(const kn_tensor *t) { return t && kn__is_contiguous(t); }
+kn_dtype kn_tensor_dtype(const kn_tensor *t) {
+    return t ? t->dtype : KN_NDTYPES;
+}
+int kn_tensor_ndim(const kn_tensor *t) {
+    return t ? t->ndim : -1;
+}
+const int64_t *kn_tensor_shape(const kn_tensor *t) {
+    return t ? t->shape : NULL;
+}
+const int64_t *kn_tensor_strides(const kn_tensor *t) {
+    return t ? t->strides : NULL;
+}
+int64_t kn_tensor_numel(const kn_tensor *t) {
+    return t ? kn__numel(t->ndim, t->shape) : 0;
+}
+bool kn_tensor_is_contiguous(const kn_tensor *t) {
+    return t && kn__is_contiguous(t);
+}
 int64_t kn_tensor_dim(const kn_tensor *t, int axis) {
     if (!t) return -1;
     int a = kn__axis("dim", axis, t->ndim);
     if (a < 0) return -1;
     return t->ndim ? t->shape[a] : 1;
 }
-void *kn_tensor_data(kn_tensor *t) { return t ? kn__ptr(t) : NULL; }
+void *kn_tensor_data(kn_tensor *t) {
+    return t ? kn__ptr(t) : NULL;
+}
 bool kn_tensor_shares_storage(const kn_tensor *a, const kn_tensor *b) {
     return a && b && a->storage == b->storage;
 }

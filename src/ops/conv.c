@@ -3,12 +3,12 @@
  * avg_pool2d, adaptive_avg_pool2d, global_avg_pool2d, their internal backward ops, and conv1d
  * (composed from conv2d on a height-1 image; no kernel of its own).
  *
- * Stride-1 ungrouped f32 convolutions (forward and input gradient) run the direct AVX-512
- * kernel of kernels/x86/conv_avx512.c where the CPU has it; other stride-1, dilation-1 ones
- * first try the
- * shifted-GEMM kernels of kernels/conv_shift.c (no column buffer); otherwise, or when they
- * decline, convolution is im2col + GEMM per (image, group), over tiles of whole output rows so that the
- * column buffer stays in L2; a 1x1 stride-1 unpadded convolution is one GEMM on the input as
+ * Stride-1 ungrouped f32 convolutions (forward, input gradient, and the weight gradient of
+ * small images) run the direct AVX-512 kernels of kernels/x86/conv_avx512.c where the CPU has
+ * them; other stride-1, dilation-1 ones first try the shifted-GEMM kernels of
+ * kernels/conv_shift.c (no column buffer); otherwise, or when those decline, convolution is
+ * im2col + GEMM per (image, group), over tiles of whole output rows so that the column buffer
+ * stays in L2; a 1x1 stride-1 unpadded convolution is one GEMM on the input as
  * is. The bias is the GEMM's initial C (beta = 1). Depthwise convolutions (one input channel and
  * at most 8 outputs per group) use direct vectorised loops instead, forward and backward.
  * Backward: input gradient = GEMM + col2im
