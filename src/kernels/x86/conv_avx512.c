@@ -26,6 +26,7 @@
 #include "core/core_impl.h"
 #include "kernels/conv.h"
 
+#define CCHUNK 16 /* input channels per pass over a tile */
 #define SLACK 64 /* floats read past the grid by the last tile's loads (results discarded) */
 
 typedef struct {
@@ -40,7 +41,8 @@ static bool has_avx512(void) {
 
 /* yp[o][j0 .. j0+48) for all channel blocks, j over the flattened padded output grid (NP) */
 __attribute__((target("avx512f"))) static void out_tile(const float *xp, const float *wp, float *yp,
-                                                        const dgeom *d, int64_t j0, int64_t NP) {
+                                                        const dgeom *d, int64_t j0, int64_t NP,
+                                                        int64_t c0, int64_t c1) {
     const int64_t K2 = d->KH * d->KW;
     int64_t left = NP - j0;
     __mmask16 m[3];
@@ -51,9 +53,13 @@ __attribute__((target("avx512f"))) static void out_tile(const float *xp, const f
     for (int64_t ob = 0; ob < d->OB; ob++) {
         const float *wb = wp + ob * d->C * K2 * 8;
         __m512 a[8][3];
-        for (int i = 0; i < 8; i++)
-            a[i][0] = a[i][1] = a[i][2] = _mm512_setzero_ps();
-        for (int64_t c = 0; c < d->C; c++) {
+        for (int i = 0; i < 8; i++) {
+            const float *yr = yp + (ob * 8 + i) * NP + j0;
+            bool resume = c0 > 0 && ob * 8 + i < d->O; /* partial sums of earlier channels */
+            for (int v = 0; v < 3; v++)
+                a[i][v] = resume ? _mm512_maskz_loadu_ps(m[v], yr + 16 * v) : _mm512_setzero_ps();
+        }
+        for (int64_t c = c0; c < c1; c++) {
             const float *xr = xp + c * d->PS + j0;
             const float *wc = wb + c * K2 * 8;
             for (int64_t kh = 0; kh < d->KH; kh++)
@@ -100,8 +106,11 @@ static bool run(const float *x, const float *wp, const float *bias, float *y, co
             for (int64_t h = 0; h < d->H; h++)
                 memcpy(xp + c * d->PS + (h + d->pt) * d->Wp + d->pl, xn + (c * d->H + h) * d->W,
                        (size_t)d->W * sizeof(float));
+        /* channel chunks keep the input rows of a tile and the weights of a chunk in L1; the
+         * partial sums go through yp between chunks (summation order unchanged: c ascending) */
         for (int64_t j0 = 0; j0 < NP; j0 += 48)
-            out_tile(xp, wp, yp, d, j0, NP);
+            for (int64_t c0 = 0; c0 < d->C; c0 += CCHUNK)
+                out_tile(xp, wp, yp, d, j0, NP, c0, c0 + CCHUNK < d->C ? c0 + CCHUNK : d->C);
         float *yn = y + n * d->O * d->OH * d->OW;
         for (int64_t o = 0; o < d->O; o++) {
             float bv = bias ? bias[o] : 0.0f;
