@@ -6,36 +6,10 @@
  * apply (ties, zeros in prod), fast vs reference kernels, thread-count independence, errors.
  */
 #include "kn_test.h"
+#include "kt_f64.h"
 
 #include "ops/op_impl.h"
 
-static kn_tensor *T64(int nd, const int64_t *shape, const double *v) {
-    return kn_from_data(KN_F64, nd, shape, v);
-}
-static kn_tensor *expect(const kn_tensor *like, const double *v) {
-    return T64(kn_tensor_ndim(like), kn_tensor_shape(like), v);
-}
-static kn_tensor *leaf(int nd, const int64_t *shape, double seed) {
-    int64_t n = 1;
-    for (int i = 0; i < nd; i++) n *= shape[i];
-    double *v = malloc(sizeof(double) * (size_t)(n ? n : 1));
-    for (int64_t i = 0; i < n; i++)
-        v[i] = sin(seed + 0.7 * (double)i) * 1.5 + 0.1 * (double)(i % 3) + 0.05 * seed;
-    kn_tensor *t = T64(nd, shape, v);
-    free(v);
-    kn_tensor_set_requires_grad(t, true);
-    return t;
-}
-static int check_grad(kn_gradcheck_fn f, void *user, kn_tensor *const *in, int n) {
-    char msg[512] = "";
-    kn_status s = kn_gradcheck(f, user, in, n, 1e-6, 1e-6, 1e-5, msg, sizeof msg);
-    if (s != KN_OK) fprintf(stderr, "  gradcheck: %s (%s)\n", msg, kn_last_error());
-    return s == KN_OK;
-}
-static kn_tensor *randn(kn_dtype dt, int nd, const int64_t *shape, uint64_t seed) {
-    kn_manual_seed(seed);
-    return kn_randn(dt, nd, shape);
-}
 static void read_i64(kn_tensor *t, int64_t *out, int n) {
     kn_tensor_read(t, KN_I64, out, sizeof(int64_t) * (size_t)n);
 }
