@@ -461,6 +461,7 @@ static void test_max_pool_fast_vs_ref(void) {
         bool ceil;
     } cases[] = {
         {8, 9, {2, 2}, {2, 2}, {0, 0}, {1, 1}, false},
+        {9, 9, {2, 2}, {2, 2}, {0, 0}, {1, 1}, true}, /* 2x2 but a window sticks out */
         {11, 13, {3, 3}, {2, 2}, {1, 1}, {1, 1}, false},
         {11, 13, {3, 3}, {2, 2}, {1, 1}, {1, 1}, true},
         {10, 10, {3, 2}, {1, 3}, {1, 0}, {2, 2}, true},

@@ -340,8 +340,42 @@ void FN(maxpool2d_ref)(const T *x, T *y, int64_t *idx, const kn_pool_geom *p, in
 /* Fast path: the columns whose windows lie inside the row are done as whole-row vector loops
  * (kernel offsets outer, output columns inner), in the same scan order per window as the
  * reference, so values and indices match it exactly. Border columns use the scalar scan. */
+/* The common 2x2 / stride 2 pool with every window inside the plane: the four candidates of a
+ * window compared in the reference's scan order (row 0 col 0, row 0 col 1, row 1 col 0, row 1
+ * col 1; a later one wins if greater or NaN), as straight-line selects that vectorise. */
+KN_CONV_CLONES static void LOCAL(maxpool_2x2)(const T *restrict xp, T *restrict yp,
+                                              int64_t *restrict ip, const kn_pool_geom *p) {
+    const int64_t W = p->W, OW = p->OW;
+    for (int64_t oh = 0; oh < p->OH; oh++) {
+        const T *r0 = xp + 2 * oh * W, *r1 = r0 + W;
+        T *yr = yp + oh * OW;
+        int64_t *ir = ip ? ip + oh * OW : NULL;
+        for (int64_t ow = 0; ow < OW; ow++) {
+            T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+            T m = a;
+            int64_t k = 0;
+            bool tb = b > m || b != b;
+            m = tb ? b : m;
+            k = tb ? 1 : k;
+            bool tc = c > m || c != c;
+            m = tc ? c : m;
+            k = tc ? W : k;
+            bool td = d > m || d != d;
+            m = td ? d : m;
+            k = td ? W + 1 : k;
+            yr[ow] = m;
+            if (ir) ir[ow] = 2 * oh * W + 2 * ow + k;
+        }
+    }
+}
+
 KN_CONV_CLONES static void LOCAL(maxpool_plane)(const T *restrict xp, T *restrict yp,
                                                 int64_t *restrict ip, const kn_pool_geom *p) {
+    if (p->kh == 2 && p->kw == 2 && p->sh == 2 && p->sw == 2 && p->ph == 0 && p->pw == 0 &&
+        p->dh == 1 && p->dw == 1 && 2 * p->OH <= p->H && 2 * p->OW <= p->W) {
+        LOCAL(maxpool_2x2)(xp, yp, ip, p);
+        return;
+    }
     const int64_t W = p->W, OW = p->OW, sw = p->sw, dw = p->dw, kw = p->kw;
     /* interior: ow*sw - pw >= 0 and ow*sw - pw + (kw-1)*dw < W */
     int64_t lo = (p->pw + sw - 1) / sw;
