@@ -87,8 +87,6 @@ static inline int kt_tensor_close(const char *what, const kn_tensor *actual,
     int nd = kn_tensor_ndim(actual);
     if (nd != kn_tensor_ndim(expected) ||
         memcmp(kn_tensor_shape(actual), kn_tensor_shape(expected), sizeof(int64_t) * nd) != 0) {
-        char *sa = NULL;
-        (void)sa;
         fprintf(stderr, "  %s: shape mismatch (ndim %d vs %d)\n", what, nd,
                 kn_tensor_ndim(expected));
         return 1;

@@ -83,8 +83,5 @@ const char *kn__shape_str(char *buf, size_t len, int ndim, const int64_t *shape)
     for (int i = 0; i < ndim && o < len; i++)
         o += (size_t)snprintf(buf + o, len - o, i ? ", %lld" : "%lld", (long long)shape[i]);
     if (o < len) snprintf(buf + o, len - o, ndim == 1 ? ",)" : ")");
-    if (ndim == 1 && o < len) {
-        /* "(5,)" like Python tuples */
-    }
     return buf;
 }

@@ -46,7 +46,8 @@ static inline float kn__expf(float x) {
     return x != x ? x : res;
 }
 
-/* log(x) for x > 0 (x <= 0 gives -inf/NaN like libm; +inf passes through). */
+/* log(x) for normal x > 0 (x <= 0 gives -inf/NaN like libm; +inf passes through; subnormal
+ * inputs are not rescaled and lose accuracy). */
 static inline float kn__logf(float x) {
     int32_t bits = kn__f2bits(x);
     int32_t e = ((bits >> 23) & 0xff) - 126;
@@ -73,7 +74,6 @@ static inline float kn__logf(float x) {
     r = x < 0.0f ? NAN : r;
     r = x == INFINITY ? INFINITY : r;
     r = x != x ? x : r;
-    /* subnormal inputs: rescale */
     return r;
 }
 

@@ -167,11 +167,63 @@ static int64_t load_i64(kn_dtype dt, const char *p) {
     }
 }
 
+/* Start of the last run of reduced dims (size-1 dims do not break a run), or -1 when all the
+ * reduced dims of size > 1 already form one run. */
+static int split_point(const kn_tensor *x, const bool *mask) {
+    int last = -1;
+    for (int i = x->ndim - 1; i >= 0 && last < 0; i--)
+        if (mask[i] && x->shape[i] > 1) last = i;
+    if (last < 0) return -1;
+    int start = last;
+    while (start > 0 && (mask[start - 1] || x->shape[start - 1] == 1))
+        start--;
+    for (int i = 0; i < start; i++)
+        if (mask[i] && x->shape[i] > 1) return start;
+    return -1;
+}
+
+/* Reduced dims on both sides of a kept one (a bias gradient's {0, 2, 3}): sum the last run
+ * first, then the rest of that partial sum, each stage over adjacent dims, instead of copying x
+ * into a permuted layout. The order of additions is fixed by the shape alone. */
+static kn_status sum_in_stages(kn_opctx *c, const bool *mask, int split) {
+    kn_tensor *x = c->in[0], *o = c->out[0];
+    int inner[KN_MAX_DIMS], outer[KN_MAX_DIMS], ni = 0, no = 0;
+    for (int i = 0; i < x->ndim; i++) {
+        if (!mask[i]) continue;
+        if (i >= split)
+            inner[ni++] = i;
+        else
+            outer[no++] = i;
+    }
+    bool prev = kn_set_grad_enabled(false);
+    kn_scope s = kn_scope_begin();
+    kn_tensor *t = kn_sum(kn_sum(x, inner, ni, true), outer, no, true);
+    kn_status st = t ? KN_OK : kn_last_status();
+    if (t) {
+        kn__copy_into(o, t); /* same elements, keepdim layout vs the output's */
+        if (strcmp(c->op->name, "mean") == 0) {
+            double r = (double)kn__reduce_count(x, mask);
+            int64_t n = kn__numel(o->ndim, o->shape);
+            if (o->dtype == KN_F32)
+                for (int64_t i = 0; i < n; i++)
+                    ((float *)kn__ptr(o))[i] = (float)(((float *)kn__ptr(o))[i] / r);
+            else
+                for (int64_t i = 0; i < n; i++)
+                    ((double *)kn__ptr(o))[i] /= r;
+        }
+    }
+    kn_scope_end(s);
+    kn_set_grad_enabled(prev);
+    return st;
+}
+
 static kn_status sum_run(kn_opctx *c, bool ref) {
     bool mean = strcmp(c->op->name, "mean") == 0;
     kn_tensor *x = c->in[0], *o = c->out[0];
     bool mask[KN_MAX_DIMS];
     kn__reduce_mask(c->op->name, c->attrs, x->ndim, mask);
+    int split = ref ? -1 : split_point(x, mask);
+    if (split >= 0) return sum_in_stages(c, mask, split);
     kn_rplan p;
     kn_tensor *xc = kn__reduce_prepare(x, mask, &p);
     if (!xc) return kn_last_status();
