@@ -7,5 +7,6 @@
 #include "kiln/nn.h"
 #include "kiln/optim.h"
 #include "kiln/data.h"
+#include "kiln/graph.h"
 #include "kiln/io.h"
 #endif

@@ -139,3 +139,48 @@ void kn_memory_trim(void) {
     g_cached_bytes = 0;
     pthread_mutex_unlock(&g_cache_mu);
 }
+
+/* ---- kernel scratch: per-thread blocks reused across calls ----
+ * Kernels that need temporary buffers (packed weights, padded tiles) take them here, so a loop
+ * of identical calls (a graph run, a training step) reuses the same blocks and allocates
+ * nothing. Each thread keeps up to SCRATCH_SLOTS blocks; a block is handed out to one caller at a
+ * time and grows (reallocated) when a larger request finds no block big enough. */
+#define SCRATCH_SLOTS 8
+typedef struct {
+    void *p;
+    size_t cap;
+    bool used;
+} sblock;
+static _Thread_local sblock tl_scratch[SCRATCH_SLOTS];
+
+void *kn__scratch_get(size_t n) {
+    int best = -1, spare = -1;
+    for (int i = 0; i < SCRATCH_SLOTS; i++) {
+        sblock *b = &tl_scratch[i];
+        if (b->used) continue;
+        if (b->p && b->cap >= n && (best < 0 || b->cap < tl_scratch[best].cap)) best = i;
+        if (spare < 0 || (!b->p && tl_scratch[spare].p)) spare = i;
+    }
+    if (best < 0 && spare < 0) return kn__aligned_alloc(n); /* every slot busy: plain block */
+    if (best < 0) {
+        sblock *b = &tl_scratch[spare];
+        void *p = kn__aligned_alloc(n ? n : 64);
+        if (!p) return NULL;
+        kn__aligned_free(b->p);
+        b->p = p;
+        b->cap = n ? n : 64;
+        best = spare;
+    }
+    tl_scratch[best].used = true;
+    return tl_scratch[best].p;
+}
+
+void kn__scratch_put(void *p) {
+    if (!p) return;
+    for (int i = 0; i < SCRATCH_SLOTS; i++)
+        if (tl_scratch[i].p == p) {
+            tl_scratch[i].used = false;
+            return;
+        }
+    kn__aligned_free(p);
+}

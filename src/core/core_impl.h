@@ -40,12 +40,16 @@ void kn__log(int level, const char *fmt, ...) KN_PRINTF(2, 3);
 const char *kn__shape_str(char *buf, size_t len, int ndim, const int64_t *shape);
 
 /* ---- allocator: the only malloc wrapper (64-byte aligned for kernels) ---- */
-void *kn__malloc(size_t n);        /* NULL + KN_ENOMEM error on failure */
+void *kn__malloc(size_t n); /* NULL + KN_ENOMEM error on failure */
 void *kn__calloc(size_t n, size_t sz);
 void *kn__realloc(void *p, size_t n); /* not aligned beyond malloc's guarantee */
 void kn__free(void *p);
 void *kn__aligned_alloc(size_t n); /* 64-byte aligned; free with kn__aligned_free */
 void kn__aligned_free(void *p);
+/* Kernel scratch (64-byte aligned): a per-thread block reused by later calls; give it back with
+ * kn__scratch_put on the same thread. Steady-state loops allocate nothing. */
+void *kn__scratch_get(size_t n);
+void kn__scratch_put(void *p);
 /* Test hooks: fail the Nth allocation from now (0 = off); count allocations made so far. */
 void kn__alloc_fail_after(long n);
 uint64_t kn__alloc_count(void);
@@ -96,6 +100,9 @@ struct kn_tensor {
 
 /* New contiguous tensor with fresh (uninitialised) storage; not registered in any scope. */
 kn_tensor *kn__tensor_alloc(kn_dtype dt, int ndim, const int64_t *shape);
+/* New contiguous tensor over memory kiln does not own (data may be NULL and set later through
+ * t->storage->data); the storage never frees it. Not registered in any scope. */
+kn_tensor *kn__tensor_external(kn_dtype dt, int ndim, const int64_t *shape, void *data);
 /* New tensor header viewing t's storage with the given geometry; not registered. */
 kn_tensor *kn__tensor_view(kn_tensor *t, int ndim, const int64_t *shape, const int64_t *strides,
                            int64_t offset);
@@ -118,6 +125,9 @@ static inline char *kn__ptr(const kn_tensor *t) {
 }
 /* Copies src (any strides, same dtype) into dst (contiguous, same shape). Parallel when large. */
 void kn__copy_into(kn_tensor *dst, const kn_tensor *src);
+/* Set by the graph layer while tracing: told when user code reads a tensor's values on the host
+ * (kn_item, kn_tensor_data, kn_tensor_get, kn_tensor_read); `what` names the function. */
+extern void (*kn__host_read_hook)(const kn_tensor *t, const char *what);
 /* Element conversions used by casts, printing and kn_item. */
 double kn__load_f64(kn_dtype dt, const void *p);
 void kn__store_f64(kn_dtype dt, void *p, double v);
@@ -127,15 +137,15 @@ float kn__f16_to_f32(uint16_t h);
 uint16_t kn__f32_to_f16(float f);
 
 /* ---- RNG: counter-based, so a stream position can be saved and split ---- */
-uint64_t kn__rng_next_u64(void);      /* advances the global generator */
-double kn__rng_uniform(void);          /* [0,1) with 53 random bits */
+uint64_t kn__rng_next_u64(void); /* advances the global generator */
+double kn__rng_uniform(void);    /* [0,1) with 53 random bits */
 /* Reserves n draws and returns the counter base: draw i = kn__rng_at(seed, base + i). Lets
  * parallel kernels fill tensors deterministically regardless of the thread count. */
 uint64_t kn__rng_reserve(uint64_t n, uint64_t *seed);
 uint64_t kn__rng_at(uint64_t seed, uint64_t counter);
 
 /* ---- threads ---- */
-int kn__threads(void);   /* current setting, initialised on first use */
+int kn__threads(void); /* current setting, initialised on first use */
 void kn__runtime_init(void);
 
 #endif

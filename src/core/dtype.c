@@ -10,15 +10,17 @@ static const struct {
     const char *name;
     size_t size;
 } DT[KN_NDTYPES] = {
-    [KN_F32] = {"float32", 4}, [KN_F64] = {"float64", 8}, [KN_F16] = {"float16", 2},
-    [KN_BF16] = {"bfloat16", 2}, [KN_I8] = {"int8", 1},   [KN_U8] = {"uint8", 1},
-    [KN_I32] = {"int32", 4},     [KN_I64] = {"int64", 8}, [KN_BOOL] = {"bool", 1},
+    [KN_F32] = {"float32", 4},   [KN_F64] = {"float64", 8}, [KN_F16] = {"float16", 2},
+    [KN_BF16] = {"bfloat16", 2}, [KN_I8] = {"int8", 1},     [KN_U8] = {"uint8", 1},
+    [KN_I32] = {"int32", 4},     [KN_I64] = {"int64", 8},   [KN_BOOL] = {"bool", 1},
 };
 
 const char *kn_dtype_name(kn_dtype dt) {
     return (unsigned)dt < KN_NDTYPES ? DT[dt].name : "?";
 }
-size_t kn_dtype_size(kn_dtype dt) { return (unsigned)dt < KN_NDTYPES ? DT[dt].size : 0; }
+size_t kn_dtype_size(kn_dtype dt) {
+    return (unsigned)dt < KN_NDTYPES ? DT[dt].size : 0;
+}
 bool kn_dtype_is_float(kn_dtype dt) {
     return dt == KN_F32 || dt == KN_F64 || dt == KN_F16 || dt == KN_BF16;
 }
@@ -34,7 +36,7 @@ uint16_t kn__f32_to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);                                           /* nearest even */
+    u += 0x7fffu + ((u >> 16) & 1u);                                          /* nearest even */
     return (uint16_t)(u >> 16);
 }
 
@@ -110,9 +112,7 @@ void kn__store_f64(kn_dtype dt, void *p, double v) {
     case KN_I8: *(int8_t *)p = (int8_t)sat_i64(v, -128, 127); break;
     case KN_U8: *(uint8_t *)p = (uint8_t)sat_i64(v, 0, 255); break;
     case KN_I32: *(int32_t *)p = (int32_t)sat_i64(v, -2147483648.0, 2147483647.0); break;
-    case KN_I64:
-        *(int64_t *)p = sat_i64(v, -9223372036854775808.0, 9223372036854774784.0);
-        break;
+    case KN_I64: *(int64_t *)p = sat_i64(v, -9223372036854775808.0, 9223372036854774784.0); break;
     case KN_BOOL: *(uint8_t *)p = v != 0.0; break;
     default: break;
     }

@@ -18,8 +18,12 @@ static void default_log(int level, const char *msg, void *user) {
 static kn_log_fn g_log = default_log;
 static void *g_log_user;
 
-kn_status kn_last_status(void) { return tl_status; }
-const char *kn_last_error(void) { return tl_msg; }
+kn_status kn_last_status(void) {
+    return tl_status;
+}
+const char *kn_last_error(void) {
+    return tl_msg;
+}
 void kn_clear_error(void) {
     tl_status = KN_OK;
     tl_msg[0] = 0;

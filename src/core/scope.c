@@ -46,7 +46,8 @@ void kn_scope_end(kn_scope s) {
     }
     size_t kept_mark = tl_kept_marks[s.depth];
     size_t mark = tl_marks[s.depth];
-    for (size_t i = tl_items.n; i > mark; i--) kn_tensor_free(tl_items.v[i - 1]);
+    for (size_t i = tl_items.n; i > mark; i--)
+        kn_tensor_free(tl_items.v[i - 1]);
     tl_items.n = mark;
     tl_depth = s.depth;
     /* kept tensors now belong to the enclosing scope, or to the caller at top level */
@@ -79,4 +80,6 @@ kn_tensor *kn_keep(kn_tensor *t) {
     return t;
 }
 
-bool kn__scope_active(void) { return tl_depth > 0 && tl_depth <= 256; }
+bool kn__scope_active(void) {
+    return tl_depth > 0 && tl_depth <= 256;
+}

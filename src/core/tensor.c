@@ -363,6 +363,16 @@ kn_tensor *kn_from_blob(kn_dtype dt, int ndim, const int64_t *shape, void *data,
                         void (*release)(void *, void *), void *user) {
     if (kn__check_shape("from_blob", ndim, shape, dt)) return NULL;
     if (!data && kn__numel(ndim, shape) > 0) return kn__errp(KN_EINVAL, "from_blob: data is NULL");
+    kn_tensor *t = kn__tensor_external(dt, ndim, shape, data);
+    if (t) {
+        t->storage->release = release;
+        t->storage->user = user;
+        t->storage->external = release == NULL;
+    }
+    return kn__scope_adopt(t);
+}
+
+kn_tensor *kn__tensor_external(kn_dtype dt, int ndim, const int64_t *shape, void *data) {
     kn_tensor *t = header_new(dt, ndim, shape);
     kn_storage *s = t ? kn__calloc(1, sizeof *s) : NULL;
     if (!s) {
@@ -375,11 +385,9 @@ kn_tensor *kn_from_blob(kn_dtype dt, int ndim, const int64_t *shape, void *data,
     atomic_init(&s->refcount, 1);
     s->data = data;
     s->nbytes = (size_t)kn__numel(ndim, shape) * kn_dtype_size(dt);
-    s->release = release;
-    s->user = user;
-    s->external = release == NULL;
+    s->external = true;
     t->storage = s;
-    return kn__scope_adopt(t);
+    return t;
 }
 
 /* ---- inspection ---- */
@@ -407,7 +415,14 @@ int64_t kn_tensor_dim(const kn_tensor *t, int axis) {
     if (a < 0) return -1;
     return t->ndim ? t->shape[a] : 1;
 }
+void (*kn__host_read_hook)(const kn_tensor *t, const char *what);
+#define HOST_READ(t, what)                                                                         \
+    do {                                                                                           \
+        if (KN_UNLIKELY(kn__host_read_hook != NULL) && (t)) kn__host_read_hook((t), (what));       \
+    } while (0)
+
 void *kn_tensor_data(kn_tensor *t) {
+    HOST_READ(t, "kn_tensor_data");
     return t ? kn__ptr(t) : NULL;
 }
 bool kn_tensor_shares_storage(const kn_tensor *a, const kn_tensor *b) {
@@ -425,6 +440,7 @@ static int64_t elem_offset(const kn_tensor *t, int64_t flat) {
 
 kn_status kn_tensor_read(const kn_tensor *t, kn_dtype dt, void *buf, size_t nbytes) {
     if (!t || (!buf && nbytes)) return kn__err(KN_EINVAL, "tensor_read: NULL argument");
+    HOST_READ(t, "kn_tensor_read");
     if ((unsigned)dt >= KN_NDTYPES) return kn__err(KN_EDTYPE, "tensor_read: invalid dtype");
     int64_t n = kn_tensor_numel(t);
     size_t des = kn_dtype_size(dt), ses = kn_dtype_size(t->dtype);
@@ -448,6 +464,7 @@ kn_status kn_tensor_read(const kn_tensor *t, kn_dtype dt, void *buf, size_t nbyt
 
 double kn_item(const kn_tensor *t) {
     if (!t) return NAN;
+    HOST_READ(t, "kn_item");
     if (kn_tensor_numel(t) != 1) {
         kn__err(KN_EINVAL, "item: tensor has %lld elements, expected 1",
                 (long long)kn_tensor_numel(t));
@@ -459,6 +476,7 @@ double kn_item(const kn_tensor *t) {
 
 double kn_tensor_get(const kn_tensor *t, const int64_t *index) {
     if (!t || (t->ndim && !index)) return NAN;
+    HOST_READ(t, "kn_tensor_get");
     int64_t off = t->offset;
     for (int k = 0; k < t->ndim; k++) {
         if (index[k] < 0 || index[k] >= t->shape[k]) {

@@ -125,10 +125,10 @@ static bool shift_begin(kn_dtype dt, const void *w, const kn_conv_geom *g, bool 
     r->nth = kn__threads();
     r->par = r->nth > 1 && g->N >= r->nth;
     r->per = (size_t)(r->s.Cg * r->s.PS + r->s.Og * r->s.NP);
-    r->wk = kn__aligned_alloc((size_t)(r->s.K2 * g->O * r->s.Cg) * r->es);
-    r->scr = r->wk ? kn__aligned_alloc(r->per * (size_t)(r->par ? r->nth : 1) * r->es) : NULL;
+    r->wk = kn__scratch_get((size_t)(r->s.K2 * g->O * r->s.Cg) * r->es);
+    r->scr = r->wk ? kn__scratch_get(r->per * (size_t)(r->par ? r->nth : 1) * r->es) : NULL;
     if (!r->scr) {
-        kn__aligned_free(r->wk);
+        kn__scratch_put(r->wk);
         kn_clear_error();
         return false;
     }
@@ -137,8 +137,8 @@ static bool shift_begin(kn_dtype dt, const void *w, const kn_conv_geom *g, bool 
 }
 
 static void shift_end(shift_run *r) {
-    kn__aligned_free(r->scr);
-    kn__aligned_free(r->wk);
+    kn__scratch_put(r->scr);
+    kn__scratch_put(r->wk);
 }
 
 bool kn__conv_shift_fwd(kn_dtype dt, const void *x, const void *w, const void *b, void *y,

@@ -37,7 +37,7 @@
 
 #define ATTR_MAX ((int64_t)1 << 31) /* bound on strides/pads/dilations from untrusted attrs */
 #define COL_TILE_BYTES ((int64_t)1 << 20)
-#define WGRAD_SLOTS 8                     /* partial sums of the weight gradient */
+#define WGRAD_SLOTS 8                        /* partial sums of the weight gradient */
 #define WGRAD_SLOT_BYTES ((int64_t)64 << 20) /* memory allowed for them */
 
 /* ====================================================================== attributes */
@@ -106,18 +106,29 @@ static void conv_params_write(kn_attrs *a, const conv_params *p) {
 
 /* Output length of a convolution; -1 when the dilated kernel does not fit the padded input.
  * 128-bit arithmetic: sizes of empty tensors and attributes are untrusted. */
-static int64_t conv_out_len(int64_t in, int64_t k, int64_t s, int64_t plo, int64_t phi,
-                            int64_t d) {
+static int64_t conv_out_len(int64_t in, int64_t k, int64_t s, int64_t plo, int64_t phi, int64_t d) {
     __int128 num = (__int128)in + plo + phi - (__int128)d * (k - 1) - 1;
     return num < 0 || num / s + 1 > INT64_MAX ? -1 : (int64_t)(num / s + 1);
 }
 
 static kn_conv_geom make_geom(const kn_tensor *x, int64_t O, int64_t KH, int64_t KW, int64_t OH,
                               int64_t OW, const conv_params *p) {
-    kn_conv_geom g = {.N = x->shape[0], .C = x->shape[1], .H = x->shape[2], .W = x->shape[3],
-                      .O = O, .KH = KH, .KW = KW, .OH = OH, .OW = OW, .sh = p->s[0],
-                      .sw = p->s[1], .pt = p->p[0], .pl = p->p[1], .dh = p->d[0],
-                      .dw = p->d[1], .G = p->G};
+    kn_conv_geom g = {.N = x->shape[0],
+                      .C = x->shape[1],
+                      .H = x->shape[2],
+                      .W = x->shape[3],
+                      .O = O,
+                      .KH = KH,
+                      .KW = KW,
+                      .OH = OH,
+                      .OW = OW,
+                      .sh = p->s[0],
+                      .sw = p->s[1],
+                      .pt = p->p[0],
+                      .pl = p->p[1],
+                      .dh = p->d[0],
+                      .dw = p->d[1],
+                      .G = p->G};
     return g;
 }
 
@@ -140,8 +151,8 @@ static void col2im(kn_dtype dt, const void *col, const kn_conv_geom *g, int64_t 
 }
 
 static bool is_direct_1x1(const kn_conv_geom *g, const conv_params *p) {
-    return g->KH == 1 && g->KW == 1 && g->sh == 1 && g->sw == 1 && p->p[0] == 0 &&
-           p->p[1] == 0 && p->p[2] == 0 && p->p[3] == 0 && g->OH == g->H && g->OW == g->W;
+    return g->KH == 1 && g->KW == 1 && g->sh == 1 && g->sw == 1 && p->p[0] == 0 && p->p[1] == 0 &&
+           p->p[2] == 0 && p->p[3] == 0 && g->OH == g->H && g->OW == g->W;
 }
 
 /* One input channel per group, several groups and few outputs per group (depthwise): direct
@@ -182,10 +193,12 @@ static void fill_bias(kn_dtype dt, void *y, const void *b, int64_t Og, int64_t P
     for (int64_t o = 0; o < Og; o++) {
         if (dt == KN_F32) {
             float *r = (float *)y + o * P, v = ((const float *)b)[o];
-            for (int64_t i = 0; i < P; i++) r[i] = v;
+            for (int64_t i = 0; i < P; i++)
+                r[i] = v;
         } else {
             double *r = (double *)y + o * P, v = ((const double *)b)[o];
-            for (int64_t i = 0; i < P; i++) r[i] = v;
+            for (int64_t i = 0; i < P; i++)
+                r[i] = v;
         }
     }
 }
@@ -277,8 +290,7 @@ static kn_status conv_bwd_data_gemm(kn_dtype dt, const void *gy, const void *w, 
         return KN_OK;
     }
     const bool direct = is_direct_1x1(g, p);
-    if (!direct && dt == KN_F32 && kn__conv_direct_avx512_bwd_data(gy, w, b, gx, g))
-        return KN_OK;
+    if (!direct && dt == KN_F32 && kn__conv_direct_avx512_bwd_data(gy, w, b, gx, g)) return KN_OK;
     if (!direct && kn__conv_shift_bwd_data(dt, gy, w, b, gx, g)) return KN_OK;
     const int64_t th = tile_rows(g, KK, es);
     const bool par = images_parallel(g->N, nth);
@@ -346,7 +358,8 @@ static kn_status conv_bwd_weight_gemm(kn_dtype dt, const void *x, const void *gy
     if (!direct && dt == KN_F32 && kn__conv_direct_avx512_bwd_weight(x, gy, gw, g)) return KN_OK;
     const int64_t th = tile_rows(g, KK, es);
     int64_t S = g->N < WGRAD_SLOTS ? g->N : WGRAD_SLOTS;
-    while (S > 1 && (S - 1) * WN * (int64_t)es > WGRAD_SLOT_BYTES) S--;
+    while (S > 1 && (S - 1) * WN * (int64_t)es > WGRAD_SLOT_BYTES)
+        S--;
     const bool par = nth > 1 && S > 1;
     const int cslots = par ? nth : 1;
     int64_t per = 0;
@@ -386,11 +399,13 @@ static kn_status conv_bwd_weight_gemm(kn_dtype dt, const void *x, const void *gy
         if (dt == KN_F32) {
             float *d = gw;
             const float *q = (const float *)src;
-            for (int64_t i = 0; i < WN; i++) d[i] += q[i];
+            for (int64_t i = 0; i < WN; i++)
+                d[i] += q[i];
         } else {
             double *d = gw;
             const double *q = (const double *)src;
-            for (int64_t i = 0; i < WN; i++) d[i] += q[i];
+            for (int64_t i = 0; i < WN; i++)
+                d[i] += q[i];
         }
     }
     kn__aligned_free(part);
@@ -470,10 +485,12 @@ static kn_status conv2d_infer(kn_opctx *c) {
 
 /* Contiguous copies (+1 refs) of up to 3 inputs; NULL entries stay NULL. */
 static kn_status contig_inputs(kn_opctx *c, kn_tensor **t) {
-    for (int i = 0; i < 3; i++) t[i] = NULL;
+    for (int i = 0; i < 3; i++)
+        t[i] = NULL;
     for (int i = 0; i < c->nin && i < 3; i++) {
         if (!(t[i] = kn__contig(c->in[i]))) {
-            for (int j = 0; j < i; j++) kn_tensor_free(t[j]);
+            for (int j = 0; j < i; j++)
+                kn_tensor_free(t[j]);
             return kn_last_status();
         }
     }
@@ -481,7 +498,8 @@ static kn_status contig_inputs(kn_opctx *c, kn_tensor **t) {
 }
 
 static void free3(kn_tensor **t) {
-    for (int i = 0; i < 3; i++) kn_tensor_free(t[i]);
+    for (int i = 0; i < 3; i++)
+        kn_tensor_free(t[i]);
 }
 
 static kn_status conv2d_run(kn_opctx *c, bool ref) {
@@ -491,8 +509,8 @@ static kn_status conv2d_run(kn_opctx *c, bool ref) {
     kn_tensor *t[3];
     if ((st = contig_inputs(c, t)) != KN_OK) return st;
     kn_tensor *y = c->out[0];
-    kn_conv_geom g = make_geom(t[0], t[1]->shape[0], t[1]->shape[2], t[1]->shape[3],
-                               y->shape[2], y->shape[3], &p);
+    kn_conv_geom g = make_geom(t[0], t[1]->shape[0], t[1]->shape[2], t[1]->shape[3], y->shape[2],
+                               y->shape[3], &p);
     kn_dtype dt = y->dtype;
     const void *b = t[2] ? kn__ptr(t[2]) : NULL;
     if (ref) {
@@ -509,8 +527,12 @@ static kn_status conv2d_run(kn_opctx *c, bool ref) {
     return st;
 }
 
-static kn_status conv2d_forward(kn_opctx *c) { return conv2d_run(c, false); }
-static kn_status conv2d_forward_ref(kn_opctx *c) { return conv2d_run(c, true); }
+static kn_status conv2d_forward(kn_opctx *c) {
+    return conv2d_run(c, false);
+}
+static kn_status conv2d_forward_ref(kn_opctx *c) {
+    return conv2d_run(c, true);
+}
 
 static const kn_opdef op_conv2d, op_conv2d_bwd_input, op_conv2d_bwd_weight;
 
@@ -617,8 +639,8 @@ static kn_status bwd_data_run(kn_opctx *c, bool ref) {
     kn_tensor *t[3];
     if ((st = contig_inputs(c, t)) != KN_OK) return st;
     kn_tensor *gx = c->out[0], *gy = t[0], *w = t[1];
-    kn_conv_geom g = make_geom(gx, w->shape[0], w->shape[2], w->shape[3], gy->shape[2],
-                               gy->shape[3], &p);
+    kn_conv_geom g =
+        make_geom(gx, w->shape[0], w->shape[2], w->shape[3], gy->shape[2], gy->shape[3], &p);
     kn_dtype dt = gx->dtype;
     const void *b = t[2] ? kn__ptr(t[2]) : NULL;
     if (ref) {
@@ -647,8 +669,12 @@ static kn_status bwd_data_run(kn_opctx *c, bool ref) {
     return st;
 }
 
-static kn_status bwd_input_forward(kn_opctx *c) { return bwd_data_run(c, false); }
-static kn_status bwd_input_forward_ref(kn_opctx *c) { return bwd_data_run(c, true); }
+static kn_status bwd_input_forward(kn_opctx *c) {
+    return bwd_data_run(c, false);
+}
+static kn_status bwd_input_forward_ref(kn_opctx *c) {
+    return bwd_data_run(c, true);
+}
 
 static kn_status bwd_input_backward(kn_bwctx *c) {
     /* y = conv^T(gy; w): d/dgy = conv(gg; w), d/dw = conv2d_backward_weight(gg, gy) */
@@ -706,8 +732,8 @@ static kn_status bwd_weight_infer(kn_opctx *c) {
                        "%s: input %s and grad_output %s do not fit (kernel (%lld, %lld), groups "
                        "%lld)",
                        op, kn__shape_str(s1, sizeof s1, 4, x->shape),
-                       kn__shape_str(s2, sizeof s2, 4, gy->shape), (long long)k[0],
-                       (long long)k[1], (long long)p.G);
+                       kn__shape_str(s2, sizeof s2, 4, gy->shape), (long long)k[0], (long long)k[1],
+                       (long long)p.G);
     int64_t shape[4] = {gy->shape[1], x->shape[1] / p.G, k[0], k[1]};
     c->out_ndim[0] = 4;
     memcpy(c->out_shape[0], shape, sizeof shape);
@@ -722,8 +748,8 @@ static kn_status bwd_weight_run(kn_opctx *c, bool ref) {
     kn_tensor *t[3];
     if ((st = contig_inputs(c, t)) != KN_OK) return st;
     kn_tensor *gw = c->out[0], *x = t[0], *gy = t[1];
-    kn_conv_geom g = make_geom(x, gw->shape[0], gw->shape[2], gw->shape[3], gy->shape[2],
-                               gy->shape[3], &p);
+    kn_conv_geom g =
+        make_geom(x, gw->shape[0], gw->shape[2], gw->shape[3], gy->shape[2], gy->shape[3], &p);
     kn_dtype dt = gw->dtype;
     if (ref) {
         if (dt == KN_F32)
@@ -739,8 +765,12 @@ static kn_status bwd_weight_run(kn_opctx *c, bool ref) {
     return st;
 }
 
-static kn_status bwd_weight_forward(kn_opctx *c) { return bwd_weight_run(c, false); }
-static kn_status bwd_weight_forward_ref(kn_opctx *c) { return bwd_weight_run(c, true); }
+static kn_status bwd_weight_forward(kn_opctx *c) {
+    return bwd_weight_run(c, false);
+}
+static kn_status bwd_weight_forward_ref(kn_opctx *c) {
+    return bwd_weight_run(c, true);
+}
 
 static kn_status bwd_weight_backward(kn_bwctx *c) {
     /* y = bw(x, gy) with <gg, y> = <gy, conv(x; gg)>: d/dx = conv^T(gy; gg), d/dgy = conv(x; gg) */
@@ -790,11 +820,10 @@ static kn_status convt_infer(kn_opctx *c) {
     int64_t op_[2] = {0, 0};
     if ((st = attr_pair(op, c->attrs, "output_padding", 0, 0, op_)) != KN_OK) return st;
     if (x->shape[1] != w->shape[0] || w->shape[0] % p.G)
-        return kn__err(KN_ESHAPE,
-                       "%s: input %s has %lld channels but weight %s (groups %lld) expects %lld",
-                       op, kn__shape_str(s1, sizeof s1, 4, x->shape), (long long)x->shape[1],
-                       kn__shape_str(s2, sizeof s2, 4, w->shape), (long long)p.G,
-                       (long long)w->shape[0]);
+        return kn__err(
+            KN_ESHAPE, "%s: input %s has %lld channels but weight %s (groups %lld) expects %lld",
+            op, kn__shape_str(s1, sizeof s1, 4, x->shape), (long long)x->shape[1],
+            kn__shape_str(s2, sizeof s2, 4, w->shape), (long long)p.G, (long long)w->shape[0]);
     if (w->shape[2] < 1 || w->shape[3] < 1)
         return kn__err(KN_ESHAPE, "%s: weight %s has an empty kernel", op,
                        kn__shape_str(s2, sizeof s2, 4, w->shape));
@@ -823,8 +852,12 @@ static kn_status convt_infer(kn_opctx *c) {
     return kn__check_shape(op, 4, shape, x->dtype);
 }
 
-static kn_status convt_forward(kn_opctx *c) { return bwd_data_run(c, false); }
-static kn_status convt_forward_ref(kn_opctx *c) { return bwd_data_run(c, true); }
+static kn_status convt_forward(kn_opctx *c) {
+    return bwd_data_run(c, false);
+}
+static kn_status convt_forward_ref(kn_opctx *c) {
+    return bwd_data_run(c, true);
+}
 
 static kn_status convt_backward(kn_bwctx *c) {
     conv_params p;
@@ -864,8 +897,7 @@ typedef struct {
     bool ceil_mode, count_include_pad, indices;
 } pool_params;
 
-static kn_status pool_params_read(const char *op, const kn_attrs *a, bool is_max,
-                                  pool_params *p) {
+static kn_status pool_params_read(const char *op, const kn_attrs *a, bool is_max, pool_params *p) {
     kn_status st;
     if (!kn__attr_has(a, "kernel"))
         return kn__err(KN_EINVAL, "%s: attribute 'kernel' is required", op);
@@ -878,10 +910,9 @@ static kn_status pool_params_read(const char *op, const kn_attrs *a, bool is_max
     if (!is_max && (p->d[0] != 1 || p->d[1] != 1))
         return kn__err(KN_EINVAL, "%s: dilation is not supported", op);
     if (p->p[0] > p->k[0] / 2 || p->p[1] > p->k[1] / 2)
-        return kn__err(KN_EINVAL,
-                       "%s: padding (%lld, %lld) should be at most half of kernel (%lld, %lld)",
-                       op, (long long)p->p[0], (long long)p->p[1], (long long)p->k[0],
-                       (long long)p->k[1]);
+        return kn__err(
+            KN_EINVAL, "%s: padding (%lld, %lld) should be at most half of kernel (%lld, %lld)", op,
+            (long long)p->p[0], (long long)p->p[1], (long long)p->k[0], (long long)p->k[1]);
     p->ceil_mode = kn__attr_int(a, "ceil_mode", 0) != 0;
     p->count_include_pad = kn__attr_int(a, "count_include_pad", 1) != 0;
     p->indices = kn__attr_int(a, "indices", 0) != 0;
@@ -902,8 +933,8 @@ static void pool_params_write(kn_attrs *a, const pool_params *p, bool is_max) {
 /* PyTorch's pooling_output_shape; < 1 when the window does not fit. */
 static int64_t pool_out_len(int64_t in, int64_t k, int64_t s, int64_t pad, int64_t d,
                             bool ceil_mode) {
-    __int128 num = (__int128)in + 2 * (__int128)pad - (__int128)d * (k - 1) - 1 +
-                   (ceil_mode ? s - 1 : 0);
+    __int128 num =
+        (__int128)in + 2 * (__int128)pad - (__int128)d * (k - 1) - 1 + (ceil_mode ? s - 1 : 0);
     if (num < 0 || num / s >= INT64_MAX) return 0;
     int64_t o = (int64_t)(num / s) + 1;
     if (ceil_mode && (o - 1) * s >= in + pad) o--;
@@ -920,9 +951,19 @@ static kn_status check_pool_input(const char *op, const kn_tensor *x) {
 
 static kn_pool_geom make_pool_geom(int64_t H, int64_t W, int64_t OH, int64_t OW,
                                    const pool_params *p) {
-    kn_pool_geom g = {.H = H, .W = W, .OH = OH, .OW = OW, .kh = p->k[0], .kw = p->k[1],
-                      .sh = p->s[0], .sw = p->s[1], .ph = p->p[0], .pw = p->p[1],
-                      .dh = p->d[0], .dw = p->d[1], .count_include_pad = p->count_include_pad};
+    kn_pool_geom g = {.H = H,
+                      .W = W,
+                      .OH = OH,
+                      .OW = OW,
+                      .kh = p->k[0],
+                      .kw = p->k[1],
+                      .sh = p->s[0],
+                      .sw = p->s[1],
+                      .ph = p->p[0],
+                      .pw = p->p[1],
+                      .dh = p->d[0],
+                      .dw = p->d[1],
+                      .count_include_pad = p->count_include_pad};
     return g;
 }
 
@@ -934,14 +975,17 @@ static kn_status pool_out_shape(const char *op, const kn_tensor *x, const pool_p
     *OH = pool_out_len(x->shape[nd - 2], p->k[0], p->s[0], p->p[0], p->d[0], p->ceil_mode);
     *OW = pool_out_len(x->shape[nd - 1], p->k[1], p->s[1], p->p[1], p->d[1], p->ceil_mode);
     if (*OH < 1 || *OW < 1)
-        return kn__err(KN_ESHAPE, "%s: input %s is too small for kernel (%lld, %lld) (output "
-                                  "(%lld, %lld))",
+        return kn__err(KN_ESHAPE,
+                       "%s: input %s is too small for kernel (%lld, %lld) (output "
+                       "(%lld, %lld))",
                        op, kn__shape_str(s, sizeof s, nd, x->shape), (long long)p->k[0],
                        (long long)p->k[1], (long long)*OH, (long long)*OW);
     return KN_OK;
 }
 
-static int64_t planes_of(const kn_tensor *t) { return kn__numel(t->ndim - 2, t->shape); }
+static int64_t planes_of(const kn_tensor *t) {
+    return kn__numel(t->ndim - 2, t->shape);
+}
 
 /* ---------------------------------------------------------------- max_pool2d */
 
@@ -972,13 +1016,13 @@ static kn_status maxpool_run(kn_opctx *c, bool ref) {
     if (!x) return kn_last_status();
     kn_tensor *y = c->out[0];
     int nd = x->ndim;
-    kn_pool_geom g = make_pool_geom(x->shape[nd - 2], x->shape[nd - 1], y->shape[nd - 2],
-                                    y->shape[nd - 1], &p);
+    kn_pool_geom g =
+        make_pool_geom(x->shape[nd - 2], x->shape[nd - 1], y->shape[nd - 2], y->shape[nd - 1], &p);
     int64_t *idx = c->nout > 1 ? (int64_t *)kn__ptr(c->out[1]) : NULL;
     int64_t planes = planes_of(x);
     if (x->dtype == KN_F32)
-        (ref ? kn__maxpool2d_ref_f32 : kn__maxpool2d_f32)((float *)kn__ptr(x),
-                                                          (float *)kn__ptr(y), idx, &g, planes);
+        (ref ? kn__maxpool2d_ref_f32 : kn__maxpool2d_f32)((float *)kn__ptr(x), (float *)kn__ptr(y),
+                                                          idx, &g, planes);
     else
         (ref ? kn__maxpool2d_ref_f64 : kn__maxpool2d_f64)((double *)kn__ptr(x),
                                                           (double *)kn__ptr(y), idx, &g, planes);
@@ -986,8 +1030,12 @@ static kn_status maxpool_run(kn_opctx *c, bool ref) {
     return KN_OK;
 }
 
-static kn_status maxpool_forward(kn_opctx *c) { return maxpool_run(c, false); }
-static kn_status maxpool_forward_ref(kn_opctx *c) { return maxpool_run(c, true); }
+static kn_status maxpool_forward(kn_opctx *c) {
+    return maxpool_run(c, false);
+}
+static kn_status maxpool_forward_ref(kn_opctx *c) {
+    return maxpool_run(c, true);
+}
 
 static const kn_opdef op_maxpool_bwd;
 
@@ -1031,7 +1079,8 @@ static kn_status maxpool_bwd_infer(kn_opctx *c) {
     if ((st = pool_out_shape(op, x, &p, &OH, &OW)) != KN_OK) return st;
     int nd = x->ndim;
     bool ok = gy->ndim == nd && gy->shape[nd - 2] == OH && gy->shape[nd - 1] == OW;
-    for (int i = 0; ok && i < nd - 2; i++) ok = gy->shape[i] == x->shape[i];
+    for (int i = 0; ok && i < nd - 2; i++)
+        ok = gy->shape[i] == x->shape[i];
     if (!ok)
         return kn__err(KN_ESHAPE, "%s: grad_output %s does not match input %s", op,
                        kn__shape_str(s1, sizeof s1, gy->ndim, gy->shape),
@@ -1054,11 +1103,11 @@ static kn_status maxpool_bwd_forward(kn_opctx *c) {
     kn_pool_geom g = make_pool_geom(x->shape[nd - 2], x->shape[nd - 1], gy->shape[nd - 2],
                                     gy->shape[nd - 1], &p);
     if (x->dtype == KN_F32)
-        kn__maxpool2d_bwd_f32((float *)kn__ptr(gy), (float *)kn__ptr(x), (float *)kn__ptr(gx),
-                              &g, planes_of(x));
+        kn__maxpool2d_bwd_f32((float *)kn__ptr(gy), (float *)kn__ptr(x), (float *)kn__ptr(gx), &g,
+                              planes_of(x));
     else
-        kn__maxpool2d_bwd_f64((double *)kn__ptr(gy), (double *)kn__ptr(x),
-                              (double *)kn__ptr(gx), &g, planes_of(x));
+        kn__maxpool2d_bwd_f64((double *)kn__ptr(gy), (double *)kn__ptr(x), (double *)kn__ptr(gx),
+                              &g, planes_of(x));
     kn_tensor_free(gy);
     kn_tensor_free(x);
     return KN_OK;
@@ -1126,8 +1175,8 @@ static kn_status avgpool_forward(kn_opctx *c) {
     if (!x) return kn_last_status();
     kn_tensor *y = c->out[0];
     int nd = x->ndim;
-    kn_pool_geom g = make_pool_geom(x->shape[nd - 2], x->shape[nd - 1], y->shape[nd - 2],
-                                    y->shape[nd - 1], &p);
+    kn_pool_geom g =
+        make_pool_geom(x->shape[nd - 2], x->shape[nd - 1], y->shape[nd - 2], y->shape[nd - 1], &p);
     if (x->dtype == KN_F32)
         kn__avgpool2d_f32((float *)kn__ptr(x), (float *)kn__ptr(y), &g, planes_of(x));
     else
@@ -1182,8 +1231,8 @@ static kn_status avgpool_bwd_infer(kn_opctx *c) {
     int64_t OH = pool_out_len(hw[0], p.k[0], p.s[0], p.p[0], 1, p.ceil_mode);
     int64_t OW = pool_out_len(hw[1], p.k[1], p.s[1], p.p[1], 1, p.ceil_mode);
     if (gy->shape[nd - 2] != OH || gy->shape[nd - 1] != OW)
-        return kn__err(KN_ESHAPE, "%s: grad_output %s does not match input size (%lld, %lld)",
-                       op, kn__shape_str(s1, sizeof s1, nd, gy->shape), (long long)hw[0],
+        return kn__err(KN_ESHAPE, "%s: grad_output %s does not match input size (%lld, %lld)", op,
+                       kn__shape_str(s1, sizeof s1, nd, gy->shape), (long long)hw[0],
                        (long long)hw[1]);
     kn__out_like(c, 0, gy, gy->dtype);
     c->out_shape[0][nd - 2] = hw[0];
@@ -1322,8 +1371,8 @@ static kn_status adaptive_bwd_forward(kn_opctx *c) {
         kn__adaptive_avgpool2d_bwd_f32((float *)kn__ptr(gy), (float *)kn__ptr(gx), H, W, OH, OW,
                                        planes_of(gx));
     else
-        kn__adaptive_avgpool2d_bwd_f64((double *)kn__ptr(gy), (double *)kn__ptr(gx), H, W, OH,
-                                       OW, planes_of(gx));
+        kn__adaptive_avgpool2d_bwd_f64((double *)kn__ptr(gy), (double *)kn__ptr(gx), H, W, OH, OW,
+                                       planes_of(gx));
     kn_tensor_free(gy);
     return KN_OK;
 }
@@ -1403,15 +1452,18 @@ static const kn_opdef op_global = {
 /* ====================================================================== registry, public API */
 
 const kn_opdef *const kn__ops_conv[] = {
-    &op_conv2d,  &op_conv2d_bwd_input, &op_conv2d_bwd_weight, &op_conv_transpose2d,
-    &op_maxpool, &op_maxpool_bwd,      &op_avgpool,           &op_avgpool_bwd,
-    &op_adaptive, &op_adaptive_bwd,    &op_global,            NULL};
+    &op_conv2d,           &op_conv2d_bwd_input, &op_conv2d_bwd_weight,
+    &op_conv_transpose2d, &op_maxpool,          &op_maxpool_bwd,
+    &op_avgpool,          &op_avgpool_bwd,      &op_adaptive,
+    &op_adaptive_bwd,     &op_global,           NULL};
 
-static int64_t or1(int64_t v) { return v == 0 ? 1 : v; }
+static int64_t or1(int64_t v) {
+    return v == 0 ? 1 : v;
+}
 
 /* Fills conv attrs from public opts; w gives the kernel size for padding='same'. */
-static kn_status conv_opts_attrs(const char *op, const kn_conv_opts *o, const kn_tensor *w,
-                                 int nsp, kn_attrs *a) {
+static kn_status conv_opts_attrs(const char *op, const kn_conv_opts *o, const kn_tensor *w, int nsp,
+                                 kn_attrs *a) {
     kn_conv_opts d = {0};
     if (!o) o = &d;
     int64_t s[2] = {or1(o->stride[0]), or1(o->stride[1])};
@@ -1425,8 +1477,9 @@ static kn_status conv_opts_attrs(const char *op, const kn_conv_opts *o, const kn
     }
     if (o->same_padding) {
         if (s[0] != 1 || s[1] != 1)
-            return kn__err(KN_EINVAL, "%s: padding='same' is not supported for strided "
-                                      "convolutions (stride (%lld, %lld))",
+            return kn__err(KN_EINVAL,
+                           "%s: padding='same' is not supported for strided "
+                           "convolutions (stride (%lld, %lld))",
                            op, (long long)s[0], (long long)s[1]);
         if (w->ndim != 2 + nsp) return KN_OK; /* infer reports the shape error */
         int64_t k[2] = {nsp == 1 ? 1 : w->shape[2], nsp == 1 ? w->shape[2] : w->shape[3]};
@@ -1456,8 +1509,9 @@ kn_tensor *kn_conv1d(kn_tensor *x, kn_tensor *w, kn_tensor *b, const kn_conv_opt
     kn_tensor *in[3] = {x, w, b};
     if (!x || !w) return kn__op1(&op_conv2d, in, 2, NULL);
     if (x->ndim != 3 || w->ndim != 3)
-        return kn__errp(KN_ESHAPE, "conv1d: input %s and weight %s must be 3-D (N, C, L) and "
-                                   "(O, C/groups, K)",
+        return kn__errp(KN_ESHAPE,
+                        "conv1d: input %s and weight %s must be 3-D (N, C, L) and "
+                        "(O, C/groups, K)",
                         kn__shape_str(s1, sizeof s1, x->ndim, x->shape),
                         kn__shape_str(s2, sizeof s2, w->ndim, w->shape));
     kn_attrs a = {0};
@@ -1483,8 +1537,9 @@ kn_tensor *kn_conv_transpose2d(kn_tensor *x, kn_tensor *w, kn_tensor *b, const k
 }
 
 static kn_status pool_opts_attrs(const kn_pool_opts *o, bool is_max, kn_attrs *a) {
-    if (!o) return kn__err(KN_EINVAL, "%s: options are required (kernel size)",
-                           is_max ? "max_pool2d" : "avg_pool2d");
+    if (!o)
+        return kn__err(KN_EINVAL, "%s: options are required (kernel size)",
+                       is_max ? "max_pool2d" : "avg_pool2d");
     pool_params p = {.k = {o->kernel[0], o->kernel[1]},
                      .s = {o->stride[0] ? o->stride[0] : o->kernel[0],
                            o->stride[1] ? o->stride[1] : o->kernel[1]},
@@ -1525,4 +1580,6 @@ kn_tensor *kn_adaptive_avg_pool2d(kn_tensor *x, int64_t out_h, int64_t out_w) {
     return kn__op1(&op_adaptive, &x, 1, &a);
 }
 
-kn_tensor *kn_global_avg_pool2d(kn_tensor *x) { return kn__op1(&op_global, &x, 1, NULL); }
+kn_tensor *kn_global_avg_pool2d(kn_tensor *x) {
+    return kn__op1(&op_global, &x, 1, NULL);
+}

@@ -9,7 +9,13 @@
 #include "ops/op_impl.h"
 
 kn_record_fn kn__record;
+kn_record_fn kn__trace_hook;
 static _Thread_local bool tl_force_ref;
+static _Thread_local int tl_depth;
+
+int kn__op_depth(void) {
+    return tl_depth;
+}
 static _Thread_local bool tl_no_grad; /* stored inverted so the zero default means "on" */
 
 bool kn__grad_mode(void) {
@@ -155,8 +161,14 @@ static int run_raw(const kn_opdef *op, kn_tensor *const *in, int nin, const kn_a
             }
         }
     }
+    tl_depth++;
     st = (tl_force_ref && op->forward_ref ? op->forward_ref : op->forward)(&c);
+    tl_depth--;
     if (st != KN_OK) goto fail;
+    if (kn__trace_hook && tl_depth == 0) {
+        st = kn__trace_hook(op, in, nin, attrs, c.out, c.nout);
+        if (st != KN_OK) goto fail;
+    }
     if (kn__record && !tl_no_grad) {
         st = kn__record(op, in, nin, attrs, c.out, c.nout);
         if (st != KN_OK) goto fail;
@@ -269,8 +281,8 @@ kn_tensor *kn__sum_to(kn_tensor *g, int ndim, const int64_t *shape) {
 typedef struct {
     int nops, nd;
     int64_t shape[KN_MAX_DIMS];
-    int64_t bstrides[5][KN_MAX_DIMS]; /* bytes */
-    char *base[5];
+    int64_t bstrides[KN_ITER_OPS][KN_MAX_DIMS]; /* bytes */
+    char *base[KN_ITER_OPS];
 } iter_plan;
 
 static void iter_range(const iter_plan *p, kn_iter_fn fn, void *args, int64_t start, int64_t end) {
@@ -282,8 +294,8 @@ static void iter_range(const iter_plan *p, kn_iter_fn fn, void *args, int64_t st
         idx[k] = rem % p->shape[k];
         rem /= p->shape[k];
     }
-    char *ptrs[5];
-    int64_t istr[5];
+    char *ptrs[KN_ITER_OPS];
+    int64_t istr[KN_ITER_OPS];
     for (int o = 0; o < p->nops; o++)
         istr[o] = p->bstrides[o][nd - 1];
     int64_t pos = start;
@@ -308,12 +320,12 @@ static void iter_range(const iter_plan *p, kn_iter_fn fn, void *args, int64_t st
 
 kn_status kn__iter(kn_tensor *out, kn_tensor *const *ins, int nins, kn_iter_fn fn, void *args) {
     iter_plan p;
-    if (nins > 4) return kn__err(KN_EINTERNAL, "iter: too many operands");
+    if (nins > KN_ITER_OPS - 1) return kn__err(KN_EINTERNAL, "iter: too many operands");
     p.nops = nins + 1;
     int64_t numel = kn__numel(out->ndim, out->shape);
     if (numel == 0) return KN_OK;
     /* per-operand element strides over the output shape */
-    int64_t st[5][KN_MAX_DIMS];
+    int64_t st[KN_ITER_OPS][KN_MAX_DIMS];
     for (int i = 0; i < out->ndim; i++)
         st[0][i] = out->strides[i];
     for (int o = 0; o < nins; o++)

@@ -252,13 +252,23 @@ static kn_status unary_infer(kn_opctx *c) {
     return KN_OK;
 }
 
+static kn_status unary_kernel_for(const kn_opdef *op, const kn_attrs *at, kn_dtype dt, bool ref,
+                                  kn_iter_fn *fn, void *args) {
+    if (!(*fn = unary_kernel(dt, ref)))
+        return kn__err(KN_EDTYPE, "%s: no kernel for %s", op->name, kn_dtype_name(dt));
+    uargs a = make_uargs(op, at);
+    memcpy(args, &a, sizeof a);
+    return KN_OK;
+}
+static kn_status unary_pointwise(const kn_opdef *op, const kn_attrs *at, const kn_dtype *dt,
+                                 kn_iter_fn *fn, void *args) {
+    return unary_kernel_for(op, at, dt[0], false, fn, args);
+}
 static kn_status unary_run(kn_opctx *c, bool ref) {
-    kn_iter_fn k = unary_kernel(c->in[0]->dtype, ref);
-    if (!k)
-        return kn__err(KN_EDTYPE, "%s: no kernel for %s", c->op->name,
-                       kn_dtype_name(c->in[0]->dtype));
-    uargs a = make_uargs(c->op, c->attrs);
-    return kn__iter(c->out[0], c->in, 1, k, &a);
+    kn_iter_fn k;
+    _Alignas(16) char a[KN_PW_ARGS];
+    kn_status st = unary_kernel_for(c->op, c->attrs, c->in[0]->dtype, ref, &k, a);
+    return st ? st : kn__iter(c->out[0], c->in, 1, k, a);
 }
 static kn_status unary_forward(kn_opctx *c) {
     return unary_run(c, false);
@@ -343,6 +353,7 @@ static kn_status unary_backward(kn_bwctx *c) {
                                        .flags = KN_OPF_ELEMENTWISE,                                \
                                        .infer = unary_infer,                                       \
                                        .forward = unary_forward,                                   \
+                                       .pointwise = unary_pointwise,                               \
                                        .forward_ref = unary_forward_ref,                           \
                                        .backward = BW,                                             \
                                        .onnx = ONNX,                                               \
@@ -571,10 +582,21 @@ static const kn_opdef op_gelu_grad2;
 static int gx_kind(const kn_opdef *op) {
     return op == &op_relu_backward ? 0 : op == &op_gelu_backward ? 1 : 2;
 }
+static kn_iter_fn gx_kernel_for(const kn_opdef *op, const kn_attrs *at, kn_dtype dt, bool ref,
+                                void *args) {
+    gxargs a = {gx_kind(op), (int)kn__attr_int(at, "approximate", 0)};
+    memcpy(args, &a, sizeof a);
+    return dt == KN_F64 ? gx_f64 : ref ? gx_f32_ref : gx_f32_fast;
+}
+static kn_status gx_pointwise(const kn_opdef *op, const kn_attrs *at, const kn_dtype *dt,
+                              kn_iter_fn *fn, void *args) {
+    *fn = gx_kernel_for(op, at, dt[0], false, args);
+    return KN_OK;
+}
 static kn_status gx_run(kn_opctx *c, bool ref) {
-    gxargs a = {gx_kind(c->op), (int)kn__attr_int(c->attrs, "approximate", 0)};
-    kn_iter_fn k = c->in[0]->dtype == KN_F64 ? gx_f64 : ref ? gx_f32_ref : gx_f32_fast;
-    return kn__iter(c->out[0], c->in, 2, k, &a);
+    _Alignas(16) char a[KN_PW_ARGS];
+    kn_iter_fn k = gx_kernel_for(c->op, c->attrs, c->in[0]->dtype, ref, a);
+    return kn__iter(c->out[0], c->in, 2, k, a);
 }
 static kn_status gx_forward(kn_opctx *c) {
     return gx_run(c, false);
@@ -608,6 +630,7 @@ static const kn_opdef op_relu_backward = {.name = "relu_backward",
                                           .flags = KN_OPF_ELEMENTWISE | KN_OPF_INTERNAL,
                                           .infer = gx_infer,
                                           .forward = gx_forward,
+                                          .pointwise = gx_pointwise,
                                           .forward_ref = gx_forward_ref,
                                           .backward = gx_backward,
                                           .doc = "g * (x > 0)"};
@@ -619,6 +642,7 @@ static const kn_opdef op_gelu_backward = {.name = "gelu_backward",
                                           .flags = KN_OPF_ELEMENTWISE | KN_OPF_INTERNAL,
                                           .infer = gx_infer,
                                           .forward = gx_forward,
+                                          .pointwise = gx_pointwise,
                                           .forward_ref = gx_forward_ref,
                                           .backward = gx_backward,
                                           .doc = "g * gelu'(x)"};
@@ -631,6 +655,7 @@ static const kn_opdef op_gelu_grad2 = {
     .flags = KN_OPF_ELEMENTWISE | KN_OPF_INTERNAL,
     .infer = gx_infer,
     .forward = gx_forward,
+    .pointwise = gx_pointwise,
     .forward_ref = gx_forward_ref,
     .backward = NULL,
     .doc = "g * gelu''(x) (third derivatives of gelu are not supported)"};
@@ -785,6 +810,16 @@ static kn_status binary_infer(kn_opctx *c) {
     return bcast_infer(c, 0, c->in[0]->dtype);
 }
 
+_Static_assert(sizeof(uargs) <= KN_PW_ARGS && sizeof(bargs) <= KN_PW_ARGS, "pointwise args");
+/* Fusable for float dtypes only (integer kernels report errors through their args). */
+static kn_status binary_pointwise(const kn_opdef *op, const kn_attrs *at, const kn_dtype *dt,
+                                  kn_iter_fn *fn, void *args) {
+    if (!kn_dtype_is_float(dt[0]) || !(*fn = binary_kernel(dt[0], false)))
+        return kn__err(KN_EUNSUPPORTED, "%s: not fusable for %s", op->name, kn_dtype_name(dt[0]));
+    bargs a = {.fn = op_bfn(op)};
+    memcpy(args, &a, sizeof a);
+    return KN_OK;
+}
 static kn_status binary_run(kn_opctx *c, bool ref) {
     bargs a = {.fn = op_bfn(c->op)};
     kn_status st = kn__iter(c->out[0], c->in, 2, binary_kernel(c->in[0]->dtype, ref), &a);
@@ -859,6 +894,7 @@ static kn_status binary_backward(kn_bwctx *c) {
                                        .flags = KN_OPF_ELEMENTWISE,                                \
                                        .infer = binary_infer,                                      \
                                        .forward = binary_forward,                                  \
+                                       .pointwise = binary_pointwise,                              \
                                        .forward_ref = binary_forward_ref,                          \
                                        .backward = binary_backward,                                \
                                        .onnx = ONNX,                                               \
@@ -1138,9 +1174,18 @@ static clampargs clamp_args(const kn_attrs *at) {
     a.hi = kn__attr_float(at, "max", 0);
     return a;
 }
+static kn_status clamp_pointwise(const kn_opdef *op, const kn_attrs *at, const kn_dtype *dt,
+                                 kn_iter_fn *fn, void *args) {
+    clampk k = {clamp_args(at), dt[0]};
+    memcpy(args, &k, sizeof k);
+    *fn = clamp_kernel_t;
+    return KN_OK;
+}
 static kn_status clamp_forward(kn_opctx *c) {
-    clampk k = {clamp_args(c->attrs), c->in[0]->dtype};
-    return kn__iter(c->out[0], c->in, 1, clamp_kernel_t, &k);
+    _Alignas(16) char a[KN_PW_ARGS];
+    kn_iter_fn k;
+    clamp_pointwise(c->op, c->attrs, &c->in[0]->dtype, &k, a);
+    return kn__iter(c->out[0], c->in, 1, k, a);
 }
 static kn_status clamp_backward(kn_bwctx *c) {
     if (!c->needs[0]) return KN_OK;
@@ -1159,6 +1204,7 @@ static const kn_opdef op_clamp = {.name = "clamp",
                                   .flags = KN_OPF_ELEMENTWISE,
                                   .infer = clamp_infer,
                                   .forward = clamp_forward,
+                                  .pointwise = clamp_pointwise,
                                   .backward = clamp_backward,
                                   .onnx = "Clip",
                                   .doc = "clamp to [min, max]; attrs min, max"};
@@ -1220,9 +1266,18 @@ static kn_status cast_infer(kn_opctx *c) {
     kn__out_like(c, 0, c->in[0], (kn_dtype)to);
     return KN_OK;
 }
+static kn_status cast_pointwise(const kn_opdef *op, const kn_attrs *at, const kn_dtype *dt,
+                                kn_iter_fn *fn, void *args) {
+    castargs a = {dt[0], (kn_dtype)kn__attr_int(at, "dtype", dt[0])};
+    memcpy(args, &a, sizeof a);
+    *fn = cast_kernel;
+    return KN_OK;
+}
 static kn_status cast_forward(kn_opctx *c) {
-    castargs a = {c->in[0]->dtype, c->out_dtype[0]};
-    return kn__iter(c->out[0], c->in, 1, cast_kernel, &a);
+    _Alignas(16) char a[KN_PW_ARGS];
+    kn_iter_fn k;
+    cast_pointwise(c->op, c->attrs, &c->in[0]->dtype, &k, a);
+    return kn__iter(c->out[0], c->in, 1, k, a);
 }
 static kn_status cast_backward(kn_bwctx *c) {
     if (!c->needs[0]) return KN_OK;
@@ -1238,6 +1293,7 @@ static const kn_opdef op_cast = {
     .flags = KN_OPF_ELEMENTWISE,
     .infer = cast_infer,
     .forward = cast_forward,
+    .pointwise = cast_pointwise,
     .backward = cast_backward,
     .onnx = "Cast",
     .doc = "convert dtype (float->int truncates and saturates); attr dtype"};

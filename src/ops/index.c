@@ -29,61 +29,61 @@
 /* Column chunk of the accumulating kernels (fixed, so the partition is thread-count free). */
 #define QCHUNK 256
 
-#define BY_SIZE(es, ...)                                                                       \
-    switch (es) {                                                                              \
-    case 1: {                                                                                  \
-        typedef uint8_t E;                                                                     \
-        __VA_ARGS__;                                                                           \
-    } break;                                                                                   \
-    case 2: {                                                                                  \
-        typedef uint16_t E;                                                                    \
-        __VA_ARGS__;                                                                           \
-    } break;                                                                                   \
-    case 4: {                                                                                  \
-        typedef uint32_t E;                                                                    \
-        __VA_ARGS__;                                                                           \
-    } break;                                                                                   \
-    default: {                                                                                 \
-        typedef uint64_t E;                                                                    \
-        __VA_ARGS__;                                                                           \
-    } break;                                                                                   \
+#define BY_SIZE(es, ...)                                                                           \
+    switch (es) {                                                                                  \
+    case 1: {                                                                                      \
+        typedef uint8_t E;                                                                         \
+        __VA_ARGS__;                                                                               \
+    } break;                                                                                       \
+    case 2: {                                                                                      \
+        typedef uint16_t E;                                                                        \
+        __VA_ARGS__;                                                                               \
+    } break;                                                                                       \
+    case 4: {                                                                                      \
+        typedef uint32_t E;                                                                        \
+        __VA_ARGS__;                                                                               \
+    } break;                                                                                       \
+    default: {                                                                                     \
+        typedef uint64_t E;                                                                        \
+        __VA_ARGS__;                                                                               \
+    } break;                                                                                       \
     }
 
-#define BY_NUM(dt, ...)                                                                        \
-    switch (dt) {                                                                              \
-    case KN_F32: {                                                                             \
-        typedef float T;                                                                       \
-        __VA_ARGS__;                                                                           \
-    } break;                                                                                   \
-    case KN_F64: {                                                                             \
-        typedef double T;                                                                      \
-        __VA_ARGS__;                                                                           \
-    } break;                                                                                   \
-    case KN_I8: {                                                                              \
-        typedef int8_t T;                                                                      \
-        __VA_ARGS__;                                                                           \
-    } break;                                                                                   \
-    case KN_U8: {                                                                              \
-        typedef uint8_t T;                                                                     \
-        __VA_ARGS__;                                                                           \
-    } break;                                                                                   \
-    case KN_I32: {                                                                             \
-        typedef int32_t T;                                                                     \
-        __VA_ARGS__;                                                                           \
-    } break;                                                                                   \
-    case KN_I64: {                                                                             \
-        typedef int64_t T;                                                                     \
-        __VA_ARGS__;                                                                           \
-    } break;                                                                                   \
-    default:                                                                                   \
-        break;                                                                                 \
+#define BY_NUM(dt, ...)                                                                            \
+    switch (dt) {                                                                                  \
+    case KN_F32: {                                                                                 \
+        typedef float T;                                                                           \
+        __VA_ARGS__;                                                                               \
+    } break;                                                                                       \
+    case KN_F64: {                                                                                 \
+        typedef double T;                                                                          \
+        __VA_ARGS__;                                                                               \
+    } break;                                                                                       \
+    case KN_I8: {                                                                                  \
+        typedef int8_t T;                                                                          \
+        __VA_ARGS__;                                                                               \
+    } break;                                                                                       \
+    case KN_U8: {                                                                                  \
+        typedef uint8_t T;                                                                         \
+        __VA_ARGS__;                                                                               \
+    } break;                                                                                       \
+    case KN_I32: {                                                                                 \
+        typedef int32_t T;                                                                         \
+        __VA_ARGS__;                                                                               \
+    } break;                                                                                       \
+    case KN_I64: {                                                                                 \
+        typedef int64_t T;                                                                         \
+        __VA_ARGS__;                                                                               \
+    } break;                                                                                       \
+    default: break;                                                                                \
     }
 
 #define IDX_DT (KN_DT(KN_I32) | KN_DT(KN_I64))
 
 static int64_t prod_range(const int64_t *s, int a, int b) {
     int64_t p = 1;
-    for (int i = a; i < b; i++) p *= s[i];
+    for (int i = a; i < b; i++)
+        p *= s[i];
     return p;
 }
 
@@ -141,8 +141,7 @@ static kn_status gather_infer(kn_opctx *c) {
     if (!(IDX_DT & KN_DT(ix->dtype)))
         return kn__err(KN_EDTYPE, "gather: index must be int64 or int32, got %s",
                        kn_dtype_name(ix->dtype));
-    if (x->ndim == 0)
-        return kn__err(KN_ESHAPE, "gather: input must have at least one dimension");
+    if (x->ndim == 0) return kn__err(KN_ESHAPE, "gather: input must have at least one dimension");
     int dim = kn__axis("gather", (int)kn__attr_int(c->attrs, "dim", 0), x->ndim);
     if (dim < 0) return kn_last_status();
     if (ix->ndim != x->ndim)
@@ -181,9 +180,11 @@ static kn_status gather_forward(kn_opctx *c) {
             const E *xs = (const E *)xp + base;
             E *o = (E *)op + r * L;
             if (last)
-                for (int64_t j = 0; j < L; j++) o[j] = xs[ir[j] * xsd];
+                for (int64_t j = 0; j < L; j++)
+                    o[j] = xs[ir[j] * xsd];
             else
-                for (int64_t j = 0; j < L; j++) o[j] = xs[ir[j] * xsd + j * xsl];
+                for (int64_t j = 0; j < L; j++)
+                    o[j] = xs[ir[j] * xsd + j * xsl];
         })
     }
 done:
@@ -299,9 +300,11 @@ static kn_status scatter_add_forward(kn_opctx *c) {
                 T *o = (T *)op + ob;
                 const T *s = (const T *)sp + sb + k * (last ? 0 : ssd);
                 if (last)
-                    for (int64_t j = j0; j < j1; j++) o[ir[j] * osd] += s[j * ssl];
+                    for (int64_t j = j0; j < j1; j++)
+                        o[ir[j] * osd] += s[j * ssl];
                 else
-                    for (int64_t j = j0; j < j1; j++) o[ir[j] * osd + j * osl] += s[j * ssl];
+                    for (int64_t j = j0; j < j1; j++)
+                        o[ir[j] * osd + j * osl] += s[j * ssl];
             })
         }
     }
@@ -394,15 +397,15 @@ static kn_status index_select_forward(kn_opctx *c) {
             BY_SIZE(es, {
                 const E *xs = (const E *)xp + p * N;
                 E *o = (E *)op + p * K;
-                for (int64_t k = 0; k < K; k++) o[k] = xs[ix[k]];
+                for (int64_t k = 0; k < K; k++)
+                    o[k] = xs[ix[k]];
             })
         }
     } else {
 #pragma omp parallel for num_threads(kn__threads()) if (total > PAR_MIN) schedule(static)
         for (int64_t r = 0; r < P * K; r++) {
             int64_t p = r / K, k = r % K;
-            memcpy(op + (size_t)r * Q * es, xp + (size_t)(p * N + ix[k]) * Q * es,
-                   (size_t)Q * es);
+            memcpy(op + (size_t)r * Q * es, xp + (size_t)(p * N + ix[k]) * Q * es, (size_t)Q * es);
         }
     }
     kn_tensor_free(xc);
@@ -489,7 +492,8 @@ static kn_status index_add_forward(kn_opctx *c) {
             for (int64_t k = 0; k < K; k++) {
                 T *o = (T *)op + (p * N + ix[k]) * Q;
                 const T *s = (const T *)sp + (p * K + k) * Q;
-                for (int64_t q = q0; q < q1; q++) o[q] += s[q];
+                for (int64_t q = q0; q < q1; q++)
+                    o[q] += s[q];
             }
         })
     }
@@ -521,12 +525,12 @@ static kn_status pad_spec(const char *op, const kn_attrs *attrs, int nd, padspec
     int64_t p[KN_MAX_ATTR_INTS];
     int np = kn__attr_ints(attrs, "pads", p, KN_MAX_ATTR_INTS);
     if (np < 0) np = 0;
-    if (np % 2 != 0)
-        return kn__err(KN_EINVAL, "%s: padding length %d must be even", op, np);
+    if (np % 2 != 0) return kn__err(KN_EINVAL, "%s: padding length %d must be even", op, np);
     if (np / 2 > nd)
         return kn__err(KN_EINVAL, "%s: padding length %d too large for a %d-D input", op, np, nd);
     ps->nd = nd;
-    for (int d = 0; d < nd; d++) ps->lo[d] = ps->hi[d] = 0;
+    for (int d = 0; d < nd; d++)
+        ps->lo[d] = ps->hi[d] = 0;
     for (int i = 0; i < np / 2; i++) {
         ps->lo[nd - 1 - i] = p[2 * i];
         ps->hi[nd - 1 - i] = p[2 * i + 1];
@@ -564,8 +568,9 @@ static kn_status pad_infer(kn_opctx *c) {
         int64_t s;
         if (__builtin_add_overflow(x->shape[d], ps.lo[d], &s) ||
             __builtin_add_overflow(s, ps.hi[d], &s) || s < 0)
-            return kn__err(KN_ESHAPE, "pad: padding (%lld, %lld) gives dim %d of input %s a "
-                                      "negative or overflowing size",
+            return kn__err(KN_ESHAPE,
+                           "pad: padding (%lld, %lld) gives dim %d of input %s a "
+                           "negative or overflowing size",
                            (long long)ps.lo[d], (long long)ps.hi[d], d, shp(a, x));
         c->out_shape[0][d] = s;
     }
@@ -609,8 +614,10 @@ static kn_status pad_forward(kn_opctx *c) {
             int64_t o = rr % os[d];
             rr /= os[d];
             int64_t i = o - ps.lo[d];
-            if (refl) i = reflect_i(i, x->shape[d]);
-            else if (i < 0 || i >= x->shape[d]) valid = false;
+            if (refl)
+                i = reflect_i(i, x->shape[d]);
+            else if (i < 0 || i >= x->shape[d])
+                valid = false;
             off += i * xs[d];
         }
         BY_SIZE(es, {
@@ -619,15 +626,20 @@ static kn_status pad_forward(kn_opctx *c) {
             memcpy(&v, &vbuf, sizeof(E));
             const E *s = (const E *)xp + off;
             if (!valid) {
-                for (int64_t j = 0; j < OL; j++) o[j] = v;
+                for (int64_t j = 0; j < OL; j++)
+                    o[j] = v;
             } else if (refl) {
-                for (int64_t j = 0; j < lo; j++) o[j] = s[reflect_i(j - lo, XL)];
+                for (int64_t j = 0; j < lo; j++)
+                    o[j] = s[reflect_i(j - lo, XL)];
                 memcpy(o + lo, s, (size_t)XL * sizeof(E));
-                for (int64_t j = lo + XL; j < OL; j++) o[j] = s[reflect_i(j - lo, XL)];
+                for (int64_t j = lo + XL; j < OL; j++)
+                    o[j] = s[reflect_i(j - lo, XL)];
             } else {
-                for (int64_t j = 0; j < a; j++) o[j] = v;
+                for (int64_t j = 0; j < a; j++)
+                    o[j] = v;
                 if (cnt > 0) memcpy(o + a, s + (a - lo), (size_t)cnt * sizeof(E));
-                for (int64_t j = a + cnt; j < OL; j++) o[j] = v;
+                for (int64_t j = a + cnt; j < OL; j++)
+                    o[j] = v;
             }
         })
     }
@@ -637,7 +649,8 @@ static kn_status pad_forward(kn_opctx *c) {
 
 static void pads_attr(kn_attrs *a, const int64_t *pads, int npads, bool negate) {
     int64_t p[KN_MAX_ATTR_INTS];
-    for (int i = 0; i < npads && i < KN_MAX_ATTR_INTS; i++) p[i] = negate ? -pads[i] : pads[i];
+    for (int i = 0; i < npads && i < KN_MAX_ATTR_INTS; i++)
+        p[i] = negate ? -pads[i] : pads[i];
     kn_attrs_set_ints(a, "pads", p, npads < KN_MAX_ATTR_INTS ? npads : KN_MAX_ATTR_INTS);
 }
 
@@ -685,8 +698,8 @@ static kn_status pad_rbw_infer(kn_opctx *c) {
     kn__out_like(c, 0, g, g->dtype);
     for (int d = 0; d < g->ndim; d++) {
         int64_t s = g->shape[d] - ps.lo[d] - ps.hi[d];
-        if (ps.lo[d] < 0 || ps.hi[d] < 0 || s < 1 || ((ps.lo[d] || ps.hi[d]) &&
-                                                     (ps.lo[d] >= s || ps.hi[d] >= s)))
+        if (ps.lo[d] < 0 || ps.hi[d] < 0 || s < 1 ||
+            ((ps.lo[d] || ps.hi[d]) && (ps.lo[d] >= s || ps.hi[d] >= s)))
             return kn__err(KN_ESHAPE, "pad_reflect_backward: pads do not fit gradient %s",
                            shp(a, g));
         c->out_shape[0][d] = s;
@@ -732,14 +745,18 @@ static kn_status pad_rbw_forward(kn_opctx *c) {
         }
         BY_NUM(dt, {
             T *dst = (T *)op + r * IL;
-            for (int64_t j = 0; j < IL; j++) dst[j] = 0;
+            for (int64_t j = 0; j < IL; j++)
+                dst[j] = 0;
             for (;;) {
                 int64_t goff = 0;
-                for (int d = 0; d < nd - 1; d++) goff += cand[d][at[d]] * gst[d];
+                for (int d = 0; d < nd - 1; d++)
+                    goff += cand[d][at[d]] * gst[d];
                 const T *src = (const T *)gp + goff;
-                for (int64_t o = 0; o < OL; o++) dst[reflect_i(o - lo, IL)] += src[o];
+                for (int64_t o = 0; o < OL; o++)
+                    dst[reflect_i(o - lo, IL)] += src[o];
                 int d = nd - 2;
-                while (d >= 0 && ++at[d] == nc[d]) at[d--] = 0;
+                while (d >= 0 && ++at[d] == nc[d])
+                    at[d--] = 0;
                 if (d < 0) break;
             }
         })
@@ -765,7 +782,8 @@ static int repeat_shape(const kn_opctx *c, int64_t *rep, int64_t *xs) {
     kn_tensor *x = c->in[0];
     if (n < x->ndim || n > KN_MAX_DIMS) return -1;
     int lead = n - x->ndim;
-    for (int d = 0; d < n; d++) xs[d] = d < lead ? 1 : x->shape[d - lead];
+    for (int d = 0; d < n; d++)
+        xs[d] = d < lead ? 1 : x->shape[d - lead];
     return n;
 }
 
@@ -935,21 +953,20 @@ static kn_status one_hot_infer(kn_opctx *c) {
         return kn__err(KN_EDTYPE, "one_hot: indices must be an integer dtype, got %s",
                        kn_dtype_name(x->dtype));
     if (x->ndim >= KN_MAX_DIMS)
-        return kn__err(KN_ELIMIT, "one_hot: input %s already has %d dims", shp(a, x),
-                       KN_MAX_DIMS);
+        return kn__err(KN_ELIMIT, "one_hot: input %s already has %d dims", shp(a, x), KN_MAX_DIMS);
     int64_t C = kn__attr_int(c->attrs, "num_classes", -1);
     int64_t n = kn__numel(x->ndim, x->shape);
     if (C < -1)
         return kn__err(KN_EINVAL, "one_hot: num_classes %lld must be -1 or >= 0", (long long)C);
     if (C == -1) {
         if (n == 0)
-            return kn__err(KN_EINVAL,
-                           "one_hot: cannot infer num_classes from an empty tensor");
+            return kn__err(KN_EINVAL, "one_hot: cannot infer num_classes from an empty tensor");
         int64_t *owned;
         const int64_t *v = idx_i64(x, &owned);
         if (!v) return kn_last_status();
         int64_t m = v[0];
-        for (int64_t i = 1; i < n; i++) m = v[i] > m ? v[i] : m;
+        for (int64_t i = 1; i < n; i++)
+            m = v[i] > m ? v[i] : m;
         kn__free(owned);
         if (m < 0) return kn__err(KN_EINVAL, "one_hot: class values must be non-negative");
         C = m + 1;
@@ -982,7 +999,8 @@ static kn_status one_hot_forward(kn_opctx *c) {
     if (st == KN_OK) {
         int64_t *o = (int64_t *)kn__ptr(out);
         if (n * C > 0) memset(o, 0, (size_t)(n * C) * sizeof(int64_t));
-        for (int64_t i = 0; i < n; i++) o[i * C + v[i]] = 1;
+        for (int64_t i = 0; i < n; i++)
+            o[i * C + v[i]] = 1;
     }
     kn__free(owned);
     return st;
@@ -998,51 +1016,112 @@ kn_tensor *kn_one_hot(kn_tensor *indices, int64_t num_classes) {
 
 /* ================================ table ================================ */
 
-static const kn_opdef op_gather = {
-    .name = "gather", .min_in = 2, .max_in = 2, .nout = 1, .dtypes = KN_DT_ALL,
-    .infer = gather_infer, .forward = gather_forward, .backward = gather_backward,
-    .onnx = "GatherElements", .doc = "x.gather(dim, index); attr dim"};
-static const kn_opdef op_scatter_add = {
-    .name = "scatter_add", .min_in = 3, .max_in = 3, .nout = 1, .dtypes = KN_DT_NUM,
-    .infer = scatter_add_infer, .forward = scatter_add_forward, .backward = scatter_add_backward,
-    .onnx = "ScatterElements", .doc = "x.scatter_add(dim, index, src); attr dim"};
-static const kn_opdef op_index_select = {
-    .name = "index_select", .min_in = 2, .max_in = 2, .nout = 1, .dtypes = KN_DT_ALL,
-    .infer = index_select_infer, .forward = index_select_forward,
-    .backward = index_select_backward, .onnx = "Gather",
-    .doc = "x.index_select(dim, index 1-D); attr dim"};
+static const kn_opdef op_gather = {.name = "gather",
+                                   .min_in = 2,
+                                   .max_in = 2,
+                                   .nout = 1,
+                                   .dtypes = KN_DT_ALL,
+                                   .infer = gather_infer,
+                                   .forward = gather_forward,
+                                   .backward = gather_backward,
+                                   .onnx = "GatherElements",
+                                   .doc = "x.gather(dim, index); attr dim"};
+static const kn_opdef op_scatter_add = {.name = "scatter_add",
+                                        .min_in = 3,
+                                        .max_in = 3,
+                                        .nout = 1,
+                                        .dtypes = KN_DT_NUM,
+                                        .infer = scatter_add_infer,
+                                        .forward = scatter_add_forward,
+                                        .backward = scatter_add_backward,
+                                        .onnx = "ScatterElements",
+                                        .doc = "x.scatter_add(dim, index, src); attr dim"};
+static const kn_opdef op_index_select = {.name = "index_select",
+                                         .min_in = 2,
+                                         .max_in = 2,
+                                         .nout = 1,
+                                         .dtypes = KN_DT_ALL,
+                                         .infer = index_select_infer,
+                                         .forward = index_select_forward,
+                                         .backward = index_select_backward,
+                                         .onnx = "Gather",
+                                         .doc = "x.index_select(dim, index 1-D); attr dim"};
 static const kn_opdef op_index_add = {
-    .name = "index_add", .min_in = 3, .max_in = 3, .nout = 1, .dtypes = KN_DT_NUM,
-    .flags = KN_OPF_INTERNAL, .infer = index_add_infer, .forward = index_add_forward,
-    .backward = index_add_backward, .onnx = NULL,
+    .name = "index_add",
+    .min_in = 3,
+    .max_in = 3,
+    .nout = 1,
+    .dtypes = KN_DT_NUM,
+    .flags = KN_OPF_INTERNAL,
+    .infer = index_add_infer,
+    .forward = index_add_forward,
+    .backward = index_add_backward,
+    .onnx = NULL,
     .doc = "x.index_add(dim, index 1-D, src); attr dim (index_select/embedding gradient)"};
 static const kn_opdef op_pad = {
-    .name = "pad", .min_in = 1, .max_in = 1, .nout = 1, .dtypes = KN_DT_ALL,
-    .infer = pad_infer, .forward = pad_forward, .backward = pad_backward, .onnx = "Pad",
+    .name = "pad",
+    .min_in = 1,
+    .max_in = 1,
+    .nout = 1,
+    .dtypes = KN_DT_ALL,
+    .infer = pad_infer,
+    .forward = pad_forward,
+    .backward = pad_backward,
+    .onnx = "Pad",
     .doc = "F.pad constant/reflect; attrs pads (torch order), mode 0/1, value"};
 static const kn_opdef op_pad_reflect_bw = {
-    .name = "pad_reflect_backward", .min_in = 1, .max_in = 1, .nout = 1, .dtypes = KN_DT_NUM,
-    .flags = KN_OPF_INTERNAL, .infer = pad_rbw_infer, .forward = pad_rbw_forward,
-    .backward = pad_rbw_backward, .onnx = NULL,
+    .name = "pad_reflect_backward",
+    .min_in = 1,
+    .max_in = 1,
+    .nout = 1,
+    .dtypes = KN_DT_NUM,
+    .flags = KN_OPF_INTERNAL,
+    .infer = pad_rbw_infer,
+    .forward = pad_rbw_forward,
+    .backward = pad_rbw_backward,
+    .onnx = NULL,
     .doc = "gradient of reflect pad: folds the padded borders back; attr pads"};
-static const kn_opdef op_repeat = {
-    .name = "repeat", .min_in = 1, .max_in = 1, .nout = 1, .dtypes = KN_DT_ALL,
-    .infer = repeat_infer, .forward = repeat_forward, .backward = repeat_backward,
-    .onnx = "Tile", .doc = "Tensor.repeat; attr repeats"};
-static const kn_opdef op_tril = {
-    .name = "tril", .min_in = 1, .max_in = 1, .nout = 1, .dtypes = KN_DT_ALL,
-    .infer = tri_infer, .forward = tri_forward, .backward = tri_backward, .onnx = "Trilu",
-    .doc = "lower triangle of the last two dims; attr k"};
-static const kn_opdef op_triu = {
-    .name = "triu", .min_in = 1, .max_in = 1, .nout = 1, .dtypes = KN_DT_ALL,
-    .infer = tri_infer, .forward = tri_forward, .backward = tri_backward, .onnx = "Trilu",
-    .doc = "upper triangle of the last two dims; attr k"};
-static const kn_opdef op_one_hot = {
-    .name = "one_hot", .min_in = 1, .max_in = 1, .nout = 1, .dtypes = KN_DT_INT,
-    .infer = one_hot_infer, .forward = one_hot_forward, .backward = NULL, .onnx = "OneHot",
-    .doc = "F.one_hot -> int64; attr num_classes (-1: max + 1)"};
+static const kn_opdef op_repeat = {.name = "repeat",
+                                   .min_in = 1,
+                                   .max_in = 1,
+                                   .nout = 1,
+                                   .dtypes = KN_DT_ALL,
+                                   .infer = repeat_infer,
+                                   .forward = repeat_forward,
+                                   .backward = repeat_backward,
+                                   .onnx = "Tile",
+                                   .doc = "Tensor.repeat; attr repeats"};
+static const kn_opdef op_tril = {.name = "tril",
+                                 .min_in = 1,
+                                 .max_in = 1,
+                                 .nout = 1,
+                                 .dtypes = KN_DT_ALL,
+                                 .infer = tri_infer,
+                                 .forward = tri_forward,
+                                 .backward = tri_backward,
+                                 .onnx = "Trilu",
+                                 .doc = "lower triangle of the last two dims; attr k"};
+static const kn_opdef op_triu = {.name = "triu",
+                                 .min_in = 1,
+                                 .max_in = 1,
+                                 .nout = 1,
+                                 .dtypes = KN_DT_ALL,
+                                 .infer = tri_infer,
+                                 .forward = tri_forward,
+                                 .backward = tri_backward,
+                                 .onnx = "Trilu",
+                                 .doc = "upper triangle of the last two dims; attr k"};
+static const kn_opdef op_one_hot = {.name = "one_hot",
+                                    .min_in = 1,
+                                    .max_in = 1,
+                                    .nout = 1,
+                                    .dtypes = KN_DT_INT,
+                                    .infer = one_hot_infer,
+                                    .forward = one_hot_forward,
+                                    .backward = NULL,
+                                    .onnx = "OneHot",
+                                    .doc = "F.one_hot -> int64; attr num_classes (-1: max + 1)"};
 
-const kn_opdef *const kn__ops_index[] = {&op_gather,    &op_scatter_add,    &op_index_select,
-                                         &op_index_add, &op_pad,            &op_pad_reflect_bw,
-                                         &op_repeat,    &op_tril,           &op_triu,
-                                         &op_one_hot,   NULL};
+const kn_opdef *const kn__ops_index[] = {
+    &op_gather, &op_scatter_add, &op_index_select, &op_index_add, &op_pad, &op_pad_reflect_bw,
+    &op_repeat, &op_tril,        &op_triu,         &op_one_hot,   NULL};

@@ -38,13 +38,15 @@ static bool mat_layout(int64_t R, int64_t Cc, int64_t rs, int64_t cs, bool *tran
     return false;
 }
 
-static int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+static int64_t imax(int64_t a, int64_t b) {
+    return a > b ? a : b;
+}
 
 /* ============================== matmul ============================== */
 
 typedef struct {
     int64_t M, K, N;
-    int nbd;                    /* broadcast batch dims */
+    int nbd;                     /* broadcast batch dims */
     int64_t bshape[KN_MAX_DIMS]; /* broadcast batch shape */
 } mm_shape;
 
@@ -52,8 +54,8 @@ static kn_status mm_shapes(const char *op, const kn_tensor *a, const kn_tensor *
     char s1[128], s2[128];
     int na = a->ndim, nb = b->ndim;
     if (na < 1 || nb < 1)
-        return kn__err(KN_ESHAPE, "%s: both arguments need at least 1 dimension, got %s and %s",
-                       op, kn__shape_str(s1, sizeof s1, na, a->shape),
+        return kn__err(KN_ESHAPE, "%s: both arguments need at least 1 dimension, got %s and %s", op,
+                       kn__shape_str(s1, sizeof s1, na, a->shape),
                        kn__shape_str(s2, sizeof s2, nb, b->shape));
     s->M = na >= 2 ? a->shape[na - 2] : 1;
     s->K = a->shape[na - 1];
@@ -62,8 +64,7 @@ static kn_status mm_shapes(const char *op, const kn_tensor *a, const kn_tensor *
     if (s->K != Kb)
         return kn__err(KN_ESHAPE, "%s: shapes %s and %s cannot be multiplied (%lld != %lld)", op,
                        kn__shape_str(s1, sizeof s1, na, a->shape),
-                       kn__shape_str(s2, sizeof s2, nb, b->shape), (long long)s->K,
-                       (long long)Kb);
+                       kn__shape_str(s2, sizeof s2, nb, b->shape), (long long)s->K, (long long)Kb);
     int nba = na > 2 ? na - 2 : 0, nbb = nb > 2 ? nb - 2 : 0;
     kn_status st = kn__broadcast_shape(op, nba, a->shape, nbb, b->shape, &s->nbd, s->bshape);
     if (st != KN_OK) {
@@ -193,8 +194,12 @@ static kn_status matmul_run(kn_opctx *c, bool ref) {
     return KN_OK;
 }
 
-static kn_status matmul_forward(kn_opctx *c) { return matmul_run(c, false); }
-static kn_status matmul_forward_ref(kn_opctx *c) { return matmul_run(c, true); }
+static kn_status matmul_forward(kn_opctx *c) {
+    return matmul_run(c, false);
+}
+static kn_status matmul_forward_ref(kn_opctx *c) {
+    return matmul_run(c, true);
+}
 
 static kn_status matmul_backward(kn_bwctx *c) {
     kn_tensor *a = c->in[0], *b = c->in[1], *g = c->gout[0];
@@ -265,8 +270,7 @@ static kn_status linear_infer(kn_opctx *c) {
         if (b->ndim != 1 || b->shape[0] != w->shape[0])
             return kn__err(KN_ESHAPE, "linear: bias %s does not fit weight %s (need (%lld,))",
                            kn__shape_str(s1, sizeof s1, b->ndim, b->shape),
-                           kn__shape_str(s2, sizeof s2, w->ndim, w->shape),
-                           (long long)w->shape[0]);
+                           kn__shape_str(s2, sizeof s2, w->ndim, w->shape), (long long)w->shape[0]);
     }
     kn__out_like(c, 0, x, x->dtype);
     c->out_shape[0][x->ndim - 1] = w->shape[0];
@@ -331,11 +335,13 @@ static kn_status linear_run(kn_opctx *c, bool ref) {
             if (dt == KN_F32) {
                 float *o = (float *)po + r * nout;
                 const float *bb = (const float *)pb;
-                for (int64_t j = 0; j < nout; j++) o[j] = bb[j * bs];
+                for (int64_t j = 0; j < nout; j++)
+                    o[j] = bb[j * bs];
             } else {
                 double *o = (double *)po + r * nout;
                 const double *bb = (const double *)pb;
-                for (int64_t j = 0; j < nout; j++) o[j] = bb[j * bs];
+                for (int64_t j = 0; j < nout; j++)
+                    o[j] = bb[j * bs];
             }
         }
         beta = 1.0;
@@ -347,8 +353,12 @@ static kn_status linear_run(kn_opctx *c, bool ref) {
     return KN_OK;
 }
 
-static kn_status linear_forward(kn_opctx *c) { return linear_run(c, false); }
-static kn_status linear_forward_ref(kn_opctx *c) { return linear_run(c, true); }
+static kn_status linear_forward(kn_opctx *c) {
+    return linear_run(c, false);
+}
+static kn_status linear_forward_ref(kn_opctx *c) {
+    return linear_run(c, true);
+}
 
 static kn_status linear_backward(kn_bwctx *c) {
     kn_tensor *x = c->in[0], *w = c->in[1], *g = c->gout[0];

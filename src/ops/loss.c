@@ -47,8 +47,10 @@ static inline double ld(const char *p, kn_dtype dt, int64_t i) {
     return dt == KN_F32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
 }
 static inline void st(char *p, kn_dtype dt, int64_t i, double v) {
-    if (dt == KN_F32) ((float *)p)[i] = (float)v;
-    else ((double *)p)[i] = v;
+    if (dt == KN_F32)
+        ((float *)p)[i] = (float)v;
+    else
+        ((double *)p)[i] = v;
 }
 
 /* exp of the softmax argument x - max (<= 0): the shared vectorised exp */
@@ -94,15 +96,18 @@ static kn_status cls_geom(const char *op, const kn_opctx *c, int first, int wi, 
         cd->S = 1;
     } else {
         ok = t->ndim == x->ndim - 1 && t->shape[0] == x->shape[0];
-        for (int d = 2; ok && d < x->ndim; d++) ok = t->shape[d - 1] == x->shape[d];
+        for (int d = 2; ok && d < x->ndim; d++)
+            ok = t->shape[d - 1] == x->shape[d];
         cd->N = x->shape[0];
         cd->C = x->shape[1];
         cd->S = 1;
-        for (int d = 2; d < x->ndim; d++) cd->S *= x->shape[d];
+        for (int d = 2; d < x->ndim; d++)
+            cd->S *= x->shape[d];
     }
     if (!ok)
-        return kn__err(KN_ESHAPE, "%s: target %s does not match input %s (expected input shape "
-                                  "without the class dim 1)",
+        return kn__err(KN_ESHAPE,
+                       "%s: target %s does not match input %s (expected input shape "
+                       "without the class dim 1)",
                        op, shp(a, t), shp(b, x));
     if (w) {
         if (w->dtype != x->dtype)
@@ -118,8 +123,7 @@ static kn_status cls_geom(const char *op, const kn_opctx *c, int first, int wi, 
     cd->ign = kn__attr_int(c->attrs, "ignore_index", -100);
     cd->eps = kn__attr_float(c->attrs, "label_smoothing", 0.0);
     if (cd->red < KN_REDUCE_MEAN || cd->red > KN_REDUCE_NONE)
-        return kn__err(KN_EINVAL, "%s: unknown reduction %d (0 mean, 1 sum, 2 none)", op,
-                       cd->red);
+        return kn__err(KN_EINVAL, "%s: unknown reduction %d (0 mean, 1 sum, 2 none)", op, cd->red);
     if (!(cd->eps >= 0.0 && cd->eps <= 1.0))
         return kn__err(KN_EINVAL, "%s: label_smoothing %g must be in [0, 1]", op, cd->eps);
     return KN_OK;
@@ -189,11 +193,13 @@ static kn_status cls_out(kn_opctx *c, const clsdata *cd, int first) {
 static void cls_finish(kn_tensor *out, const double *loss, const clsdata *cd) {
     char *o = kn__ptr(out);
     if (cd->red == KN_REDUCE_NONE) {
-        for (int64_t i = 0; i < cd->M; i++) st(o, cd->dt, i, loss[i]);
+        for (int64_t i = 0; i < cd->M; i++)
+            st(o, cd->dt, i, loss[i]);
         return;
     }
     double s = 0;
-    for (int64_t i = 0; i < cd->M; i++) s += loss[i];
+    for (int64_t i = 0; i < cd->M; i++)
+        s += loss[i];
     st(o, cd->dt, 0, cd->red == KN_REDUCE_MEAN ? s / cd->W : s);
 }
 
@@ -257,7 +263,8 @@ static double ce_lse_ref(const char *x, kn_dtype dt, int64_t b, int64_t C, int64
     }
     if (isinf(m)) return m > 0 ? NAN : m; /* +inf logit: NaN like log_softmax; all -inf */
     double s = 0;
-    for (int64_t k = 0; k < C; k++) s += exp(ld(x, dt, b + k * cs) - m);
+    for (int64_t k = 0; k < C; k++)
+        s += exp(ld(x, dt, b + k * cs) - m);
     return m + log(s);
 }
 
@@ -280,7 +287,8 @@ static void ce_grad_ref(const char *x, char *gx, int64_t b, int64_t t, double ls
                         double h, const clsdata *cd) {
     int64_t C = cd->C, cs = cd->S;
     if (t == cd->ign) {
-        for (int64_t k = 0; k < C; k++) st(gx, cd->dt, b + k * cs, 0.0);
+        for (int64_t k = 0; k < C; k++)
+            st(gx, cd->dt, b + k * cs, 0.0);
         return;
     }
     double wt = cd->w ? cd->w[t] : 1.0, ec = cd->eps / (double)C;
@@ -318,11 +326,14 @@ LS_CLONES static float row_sumexp_f32(const float *x, int64_t n, float m) {
     int64_t n16 = n & ~(int64_t)15;
     float s = 0.0f, t = 0.0f, tmp[16];
 #pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n16; i++) s += ls_expf_neg(x[i] - m);
+    for (int64_t i = 0; i < n16; i++)
+        s += ls_expf_neg(x[i] - m);
     if (n16 < n) {
-        for (int j = 0; j < 16; j++) tmp[j] = n16 + j < n ? x[n16 + j] - m : -200.0f;
+        for (int j = 0; j < 16; j++)
+            tmp[j] = n16 + j < n ? x[n16 + j] - m : -200.0f;
 #pragma omp simd reduction(+ : t)
-        for (int j = 0; j < 16; j++) t += ls_expf_neg(tmp[j]);
+        for (int j = 0; j < 16; j++)
+            t += ls_expf_neg(tmp[j]);
     }
     return s + t;
 }
@@ -330,14 +341,16 @@ LS_CLONES static float row_sumexp_f32(const float *x, int64_t n, float m) {
 LS_CLONES static float row_sum_f32(const float *x, int64_t n) {
     float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; i++) s += x[i];
+    for (int64_t i = 0; i < n; i++)
+        s += x[i];
     return s;
 }
 
 LS_CLONES static float row_dot_f32(const float *x, const float *w, int64_t n) {
     float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; i++) s += x[i] * w[i];
+    for (int64_t i = 0; i < n; i++)
+        s += x[i] * w[i];
     return s;
 }
 
@@ -346,12 +359,16 @@ LS_CLONES static void vexp_f32(float *v, int64_t n) {
     int64_t n16 = n & ~(int64_t)15;
     float tmp[16];
 #pragma omp simd
-    for (int64_t i = 0; i < n16; i++) v[i] = ls_expf_neg(v[i]);
+    for (int64_t i = 0; i < n16; i++)
+        v[i] = ls_expf_neg(v[i]);
     if (n16 < n) {
-        for (int j = 0; j < 16; j++) tmp[j] = n16 + j < n ? v[n16 + j] : 0.0f;
+        for (int j = 0; j < 16; j++)
+            tmp[j] = n16 + j < n ? v[n16 + j] : 0.0f;
 #pragma omp simd
-        for (int j = 0; j < 16; j++) tmp[j] = ls_expf_neg(tmp[j]);
-        for (int64_t i = n16; i < n; i++) v[i] = tmp[i - n16];
+        for (int j = 0; j < 16; j++)
+            tmp[j] = ls_expf_neg(tmp[j]);
+        for (int64_t i = n16; i < n; i++)
+            v[i] = tmp[i - n16];
     }
 }
 
@@ -362,16 +379,21 @@ LS_CLONES static void row_grad_f32(const float *restrict x, float *restrict g, i
     float tmp[16];
     if (w) {
 #pragma omp simd
-        for (int64_t i = 0; i < n16; i++) g[i] = ca * ls_expf_neg(x[i] - lse) - ce * w[i];
+        for (int64_t i = 0; i < n16; i++)
+            g[i] = ca * ls_expf_neg(x[i] - lse) - ce * w[i];
     } else {
 #pragma omp simd
-        for (int64_t i = 0; i < n16; i++) g[i] = ca * ls_expf_neg(x[i] - lse) - ce;
+        for (int64_t i = 0; i < n16; i++)
+            g[i] = ca * ls_expf_neg(x[i] - lse) - ce;
     }
     if (n16 < n) {
-        for (int j = 0; j < 16; j++) tmp[j] = n16 + j < n ? x[n16 + j] - lse : 0.0f;
+        for (int j = 0; j < 16; j++)
+            tmp[j] = n16 + j < n ? x[n16 + j] - lse : 0.0f;
 #pragma omp simd
-        for (int j = 0; j < 16; j++) tmp[j] = ls_expf_neg(tmp[j]);
-        for (int64_t i = n16; i < n; i++) g[i] = ca * tmp[i - n16] - ce * (w ? w[i] : 1.0f);
+        for (int j = 0; j < 16; j++)
+            tmp[j] = ls_expf_neg(tmp[j]);
+        for (int64_t i = n16; i < n; i++)
+            g[i] = ca * tmp[i - n16] - ce * (w ? w[i] : 1.0f);
     }
 }
 
@@ -386,8 +408,8 @@ static inline double ce_loss_row_f32(const float *xr, int64_t t, float lse, cons
 }
 
 /* rows [r0, r1) of a contiguous (M, C) f32 buffer: loss[r] and lse[r] (0 when ignored) */
-static void ce_fwd_rows_f32(const float *x, int64_t r0, int64_t r1, const clsdata *cd,
-                            double *loss, float *lse) {
+static void ce_fwd_rows_f32(const float *x, int64_t r0, int64_t r1, const clsdata *cd, double *loss,
+                            float *lse) {
     int64_t C = cd->C;
     if (C >= CE_LONG) {
         for (int64_t r = r0; r < r1; r++) {
@@ -422,7 +444,8 @@ static void ce_fwd_rows_f32(const float *x, int64_t r0, int64_t r1, const clsdat
             float m = row_max_f32(xr, C, &bad);
             mx[r - b0] = bad ? NAN : m;
             if (bad) m = 0.0f;
-            for (int64_t k = 0; k < C; k++) br[k] = bad ? 0.0f : xr[k] - m;
+            for (int64_t k = 0; k < C; k++)
+                br[k] = bad ? 0.0f : xr[k] - m;
         }
         vexp_f32(buf, (b1 - b0) * C);
         for (int64_t r = b0; r < b1; r++) {
@@ -457,7 +480,8 @@ static void ce_bwd_rows_f32(const float *x, float *gx, const float *lse, const d
                 const float *xr = x + r * C;
                 float *gr = gx + r * C;
                 bool skip = cd->t[r] == cd->ign || !isfinite(lse[r]);
-                for (int64_t k = 0; k < C; k++) gr[k] = skip ? 0.0f : xr[k] - lse[r];
+                for (int64_t k = 0; k < C; k++)
+                    gr[k] = skip ? 0.0f : xr[k] - lse[r];
             }
             vexp_f32(gx + b0 * C, (b1 - b0) * C);
         }
@@ -479,9 +503,11 @@ static void ce_bwd_rows_f32(const float *x, float *gx, const float *lse, const d
             if (C >= CE_LONG)
                 row_grad_f32(xr, gr, C, lse[r], ca, ce, cd->wf);
             else if (cd->wf)
-                for (int64_t k = 0; k < C; k++) gr[k] = ca * gr[k] - ce * cd->wf[k];
+                for (int64_t k = 0; k < C; k++)
+                    gr[k] = ca * gr[k] - ce * cd->wf[k];
             else
-                for (int64_t k = 0; k < C; k++) gr[k] = ca * gr[k] - ce;
+                for (int64_t k = 0; k < C; k++)
+                    gr[k] = ca * gr[k] - ce;
             gr[t] -= (float)(coef * (1.0 - cd->eps) * wt);
         }
     }
@@ -546,16 +572,20 @@ done:
     return s;
 }
 
-static kn_status ce_forward(kn_opctx *c) { return ce_forward_impl(c, true); }
-static kn_status ce_forward_ref(kn_opctx *c) { return ce_forward_impl(c, false); }
+static kn_status ce_forward(kn_opctx *c) {
+    return ce_forward_impl(c, true);
+}
+static kn_status ce_forward_ref(kn_opctx *c) {
+    return ce_forward_impl(c, false);
+}
 
 static const kn_opdef op_ce_bw;
 
 static kn_status ce_backward(kn_bwctx *c) {
     if (!c->needs[0]) return KN_OK;
     /* gout[1] (gradient of the saved logsumexp) is zero unless a double backward uses it */
-    kn_tensor *in[6] = {c->gout[0], c->in[0], c->in[1], c->out[1], c->gout[1],
-                        c->nin > 2 ? c->in[2] : NULL};
+    kn_tensor *in[6] = {c->gout[0], c->in[0],   c->in[1],
+                        c->out[1],  c->gout[1], c->nin > 2 ? c->in[2] : NULL};
     c->gin[0] = kn__op1(&op_ce_bw, in, c->nin + 3, c->attrs);
     return c->gin[0] ? KN_OK : kn_last_status();
 }
@@ -617,8 +647,12 @@ done:
     return s;
 }
 
-static kn_status ceb_forward(kn_opctx *c) { return ceb_forward_impl(c, true); }
-static kn_status ceb_forward_ref(kn_opctx *c) { return ceb_forward_impl(c, false); }
+static kn_status ceb_forward(kn_opctx *c) {
+    return ceb_forward_impl(c, true);
+}
+static kn_status ceb_forward_ref(kn_opctx *c) {
+    return ceb_forward_impl(c, false);
+}
 
 /* Double backward. With p = exp(x - lse) (0 on ignored samples), the output is
  *   B = coef(g) * (a * p - K) + h * p,   K independent of x.
@@ -642,13 +676,13 @@ static kn_status ceb_backward(kn_bwctx *c) {
         if (c->needs[3]) c->gin[3] = kn_neg(kn_sum(qg, &cdim, 1, false));
     }
     if (c->needs[4])
-        c->gin[4] = kn_sum(kn_mul(G, ceb_call(c, kn_zeros_like(g), lse, kn_ones_like(h))), &cdim,
-                           1, false);
+        c->gin[4] =
+            kn_sum(kn_mul(G, ceb_call(c, kn_zeros_like(g), lse, kn_ones_like(h))), &cdim, 1, false);
     if (c->needs[0]) {
         kn_tensor *b1 = kn_mul(G, ceb_call(c, kn_ones_like(g), lse, kn_zeros_like(h)));
         int red = (int)kn__attr_int(c->attrs, "reduction", KN_REDUCE_MEAN);
-        kn_tensor *s = red == KN_REDUCE_NONE ? kn_sum(b1, &cdim, 1, false)
-                                             : kn_sum(b1, NULL, 0, false);
+        kn_tensor *s =
+            red == KN_REDUCE_NONE ? kn_sum(b1, &cdim, 1, false) : kn_sum(b1, NULL, 0, false);
         c->gin[0] = s ? kn_reshape(s, g->ndim, g->shape) : NULL;
     }
     for (int i = 0; i < 5; i++)
@@ -718,7 +752,9 @@ static kn_status nll_backward(kn_bwctx *c) {
 }
 
 /* ---- nll_loss_backward (internal): (g, logp, target[, weight]) -> dense dL/dlogp ---- */
-static kn_status nllb_infer(kn_opctx *c) { return cls_bw_infer(c, "nll_loss_backward", 3); }
+static kn_status nllb_infer(kn_opctx *c) {
+    return cls_bw_infer(c, "nll_loss_backward", 3);
+}
 
 static kn_status nllb_forward(kn_opctx *c) {
     clsdata cd;
@@ -737,8 +773,7 @@ static kn_status nllb_forward(kn_opctx *c) {
     if (n > 0) memset(gx, 0, (size_t)n * es);
     for (int64_t i = 0; i < cd.M; i++) {
         int64_t t = cd.t[i], b = (i / cd.S) * cd.C * cd.S + i % cd.S;
-        if (t != cd.ign)
-            st(gx, cd.dt, b + t * cd.S, -cls_coef(&cd, g, i) * (cd.w ? cd.w[t] : 1.0));
+        if (t != cd.ign) st(gx, cd.dt, b + t * cd.S, -cls_coef(&cd, g, i) * (cd.w ? cd.w[t] : 1.0));
     }
 done:
     kn__free(g);
@@ -771,19 +806,17 @@ enum { PL_MSE, PL_L1, PL_SL1, PL_BCE, PL_BCEL };
 static const kn_opdef op_mse, op_l1, op_sl1, op_bce, op_bcel;
 
 static int pl_kind(const kn_opdef *op) {
-    return op == &op_mse ? PL_MSE
-         : op == &op_l1  ? PL_L1
-         : op == &op_sl1 ? PL_SL1
-         : op == &op_bce ? PL_BCE
-                         : PL_BCEL;
+    return op == &op_mse   ? PL_MSE
+           : op == &op_l1  ? PL_L1
+           : op == &op_sl1 ? PL_SL1
+           : op == &op_bce ? PL_BCE
+                           : PL_BCEL;
 }
 
 static inline double pl_elem(int kind, double x, double y, double beta) {
     switch (kind) {
-    case PL_MSE:
-        return (x - y) * (x - y);
-    case PL_L1:
-        return fabs(x - y);
+    case PL_MSE: return (x - y) * (x - y);
+    case PL_L1: return fabs(x - y);
     case PL_SL1: {
         double d = fabs(x - y);
         return d < beta ? 0.5 * d * d / beta : d - 0.5 * beta;
@@ -794,8 +827,7 @@ static inline double pl_elem(int kind, double x, double y, double beta) {
         l1p = l1p < -100.0 ? -100.0 : l1p;
         return -(y * lp + (1.0 - y) * l1p);
     }
-    default:
-        return (x > 0 ? x : 0.0) - x * y + log1p(exp(-fabs(x)));
+    default: return (x > 0 ? x : 0.0) - x * y + log1p(exp(-fabs(x)));
     }
 }
 
@@ -807,8 +839,8 @@ static kn_status pl_infer(kn_opctx *c) {
         return kn__err(KN_EDTYPE, "%s: target dtype %s differs from input dtype %s", op,
                        kn_dtype_name(y->dtype), kn_dtype_name(x->dtype));
     if (x->ndim != y->ndim || memcmp(x->shape, y->shape, sizeof(int64_t) * x->ndim) != 0)
-        return kn__err(KN_ESHAPE, "%s: target %s must have the shape of input %s", op,
-                       shp(a, y), shp(b, x));
+        return kn__err(KN_ESHAPE, "%s: target %s must have the shape of input %s", op, shp(a, y),
+                       shp(b, x));
     int red = (int)kn__attr_int(c->attrs, "reduction", KN_REDUCE_MEAN);
     if (red < KN_REDUCE_MEAN || red > KN_REDUCE_NONE)
         return kn__err(KN_EINVAL, "%s: unknown reduction %d (0 mean, 1 sum, 2 none)", op, red);
@@ -816,8 +848,10 @@ static kn_status pl_infer(kn_opctx *c) {
     if (c->op == &op_sl1 && !(beta >= 0))
         return kn__err(KN_EINVAL, "%s: beta %g must be >= 0", op, beta);
     c->out_dtype[0] = x->dtype;
-    if (red == KN_REDUCE_NONE) kn__out_like(c, 0, x, x->dtype);
-    else c->out_ndim[0] = 0;
+    if (red == KN_REDUCE_NONE)
+        kn__out_like(c, 0, x, x->dtype);
+    else
+        c->out_ndim[0] = 0;
     return KN_OK;
 }
 
@@ -868,7 +902,8 @@ static kn_status pl_forward(kn_opctx *c) {
         part[b] = acc;
     }
     double tot = 0;
-    for (int64_t b = 0; b < nb; b++) tot += part[b];
+    for (int64_t b = 0; b < nb; b++)
+        tot += part[b];
     st(o, dt, 0, red == KN_REDUCE_MEAN ? tot / (double)n : tot);
 done:
     kn__free(part);
@@ -886,12 +921,8 @@ static kn_status pl_backward(kn_bwctx *c) {
     double scale = red == KN_REDUCE_MEAN ? 1.0 / (double)n : 1.0;
     kn_tensor *dx = NULL, *dy = NULL; /* d loss_elem / dx, / dy */
     switch (kind) {
-    case PL_MSE:
-        dx = kn_mul_scalar(kn_sub(x, y), 2.0);
-        break;
-    case PL_L1:
-        dx = kn_sign(kn_sub(x, y));
-        break;
+    case PL_MSE: dx = kn_mul_scalar(kn_sub(x, y), 2.0); break;
+    case PL_L1: dx = kn_sign(kn_sub(x, y)); break;
     case PL_SL1:
         dx = beta > 0 ? kn_clamp(kn_mul_scalar(kn_sub(x, y), 1.0 / beta), -1.0, 1.0)
                       : kn_sign(kn_sub(x, y));
@@ -900,8 +931,7 @@ static kn_status pl_backward(kn_bwctx *c) {
         /* PyTorch: (x - y) / max(x (1 - x), 1e-12); target: max(log1p(-x), -100) - max(log x,
          * -100) */
         kn_tensor *one_m = kn_add_scalar(kn_neg(x), 1.0);
-        if (c->needs[0])
-            dx = kn_div(kn_sub(x, y), kn_clamp(kn_mul(x, one_m), 1e-12, NAN));
+        if (c->needs[0]) dx = kn_div(kn_sub(x, y), kn_clamp(kn_mul(x, one_m), 1e-12, NAN));
         if (c->needs[1])
             dy = kn_sub(kn_clamp(kn_log1p(kn_neg(x)), -100.0, NAN),
                         kn_clamp(kn_log(x), -100.0, NAN));
@@ -933,8 +963,8 @@ static kn_tensor *pl_call(const kn_opdef *op, kn_tensor *x, kn_tensor *y, kn_red
     kn_attrs a = {0};
     kn_attrs_set_int(&a, "reduction", (int64_t)r);
     if (has_beta) kn_attrs_set_float(&a, "beta", beta);
-    if (broadcast && (x->ndim != y->ndim ||
-                      memcmp(x->shape, y->shape, sizeof(int64_t) * x->ndim) != 0)) {
+    if (broadcast &&
+        (x->ndim != y->ndim || memcmp(x->shape, y->shape, sizeof(int64_t) * x->ndim) != 0)) {
         int nd;
         int64_t shape[KN_MAX_DIMS];
         if (kn__broadcast_shape(op->name, x->ndim, x->shape, y->ndim, y->shape, &nd, shape))
@@ -994,12 +1024,14 @@ static kn_status dropout_forward(kn_opctx *c) {
     bool *mask = (bool *)kn__ptr(c->out[1]);
 #pragma omp parallel for num_threads(kn__threads()) if (n > PAR_MIN) schedule(static)
     for (int64_t i = 0; i < n; i++) {
-        double u = (double)(kn__rng_at(seed, base + (uint64_t)i) >> 11) *
-                   (1.0 / 9007199254740992.0);
+        double u =
+            (double)(kn__rng_at(seed, base + (uint64_t)i) >> 11) * (1.0 / 9007199254740992.0);
         bool keep = u >= p;
         mask[i] = keep;
-        if (dt == KN_F32) ((float *)y)[i] = keep ? ((const float *)x)[i] * (float)scale : 0.0f;
-        else ((double *)y)[i] = keep ? ((const double *)x)[i] * scale : 0.0;
+        if (dt == KN_F32)
+            ((float *)y)[i] = keep ? ((const float *)x)[i] * (float)scale : 0.0f;
+        else
+            ((double *)y)[i] = keep ? ((const double *)x)[i] * scale : 0.0;
     }
     kn_tensor_free(xc);
     return KN_OK;
@@ -1043,11 +1075,13 @@ static kn_status dropout_bw_forward(kn_opctx *c) {
     if (gc->dtype == KN_F32) {
         const float *g = (const float *)kn__ptr(gc);
         float *o = (float *)kn__ptr(c->out[0]), s = (float)scale;
-        for (int64_t i = 0; i < n; i++) o[i] = m[i] ? g[i] * s : 0.0f;
+        for (int64_t i = 0; i < n; i++)
+            o[i] = m[i] ? g[i] * s : 0.0f;
     } else {
         const double *g = (const double *)kn__ptr(gc);
         double *o = (double *)kn__ptr(c->out[0]);
-        for (int64_t i = 0; i < n; i++) o[i] = m[i] ? g[i] * scale : 0.0;
+        for (int64_t i = 0; i < n; i++)
+            o[i] = m[i] ? g[i] * scale : 0.0;
     }
     kn_tensor_free(gc);
     kn_tensor_free(mc);
@@ -1115,9 +1149,9 @@ static kn_status emb_forward(kn_opctx *c) {
     }
     for (int64_t i = 0; i < M; i++)
         if (id[i] < 0 || id[i] >= V) {
-            kn_status s = kn__err(KN_EINVAL,
-                                  "embedding: index %lld out of range for num_embeddings %lld",
-                                  (long long)id[i], (long long)V);
+            kn_status s =
+                kn__err(KN_EINVAL, "embedding: index %lld out of range for num_embeddings %lld",
+                        (long long)id[i], (long long)V);
             kn__free(owned);
             return s;
         }
@@ -1131,7 +1165,8 @@ static kn_status emb_forward(kn_opctx *c) {
     char *o = kn__ptr(c->out[0]);
     if (row > 0) {
 #pragma omp parallel for num_threads(kn__threads()) if (M * D > PAR_MIN) schedule(static)
-        for (int64_t i = 0; i < M; i++) memcpy(o + (size_t)i * row, wp + (size_t)id[i] * row, row);
+        for (int64_t i = 0; i < M; i++)
+            memcpy(o + (size_t)i * row, wp + (size_t)id[i] * row, row);
     }
     kn_tensor_free(wc);
     kn__free(owned);
@@ -1164,67 +1199,140 @@ kn_tensor *kn_embedding(kn_tensor *weight, kn_tensor *indices) {
 /* ================================ table ================================ */
 
 static const kn_opdef op_ce = {
-    .name = "cross_entropy", .min_in = 2, .max_in = 3, .nout = 2, .dtypes = KN_DT_FLOAT,
-    .infer = ce_infer, .forward = ce_forward,
-    .forward_ref = ce_forward_ref, .backward = ce_backward, .onnx = "SoftmaxCrossEntropyLoss",
+    .name = "cross_entropy",
+    .min_in = 2,
+    .max_in = 3,
+    .nout = 2,
+    .dtypes = KN_DT_FLOAT,
+    .infer = ce_infer,
+    .forward = ce_forward,
+    .forward_ref = ce_forward_ref,
+    .backward = ce_backward,
+    .onnx = "SoftmaxCrossEntropyLoss",
     .doc = "F.cross_entropy(logits, target[, weight]) -> (loss, per-sample logsumexp); attrs "
            "reduction, ignore_index, label_smoothing"};
 static const kn_opdef op_ce_bw = {
-    .name = "cross_entropy_backward", .min_in = 5, .max_in = 6, .nout = 1,
-    .dtypes = KN_DT_FLOAT, .flags = KN_OPF_INTERNAL, .infer = ceb_infer,
-    .forward = ceb_forward, .forward_ref = ceb_forward_ref, .backward = ceb_backward,
+    .name = "cross_entropy_backward",
+    .min_in = 5,
+    .max_in = 6,
+    .nout = 1,
+    .dtypes = KN_DT_FLOAT,
+    .flags = KN_OPF_INTERNAL,
+    .infer = ceb_infer,
+    .forward = ceb_forward,
+    .forward_ref = ceb_forward_ref,
+    .backward = ceb_backward,
     .onnx = NULL,
     .doc = "(g, logits, target, lse, g_lse[, weight]) -> (softmax - smoothed one-hot) * "
            "weight * scale + g_lse * softmax"};
 static const kn_opdef op_nll = {
-    .name = "nll_loss", .min_in = 2, .max_in = 3, .nout = 1, .dtypes = KN_DT_FLOAT,
-    .infer = nll_infer, .forward = nll_forward,
-    .backward = nll_backward, .onnx = "NegativeLogLikelihoodLoss",
+    .name = "nll_loss",
+    .min_in = 2,
+    .max_in = 3,
+    .nout = 1,
+    .dtypes = KN_DT_FLOAT,
+    .infer = nll_infer,
+    .forward = nll_forward,
+    .backward = nll_backward,
+    .onnx = "NegativeLogLikelihoodLoss",
     .doc = "F.nll_loss(logp, target[, weight]); attrs reduction, ignore_index"};
 static const kn_opdef op_nll_bw = {
-    .name = "nll_loss_backward", .min_in = 3, .max_in = 4, .nout = 1, .dtypes = KN_DT_FLOAT,
-    .flags = KN_OPF_INTERNAL, .infer = nllb_infer, .forward = nllb_forward,
-    .backward = nllb_backward, .onnx = NULL,
+    .name = "nll_loss_backward",
+    .min_in = 3,
+    .max_in = 4,
+    .nout = 1,
+    .dtypes = KN_DT_FLOAT,
+    .flags = KN_OPF_INTERNAL,
+    .infer = nllb_infer,
+    .forward = nllb_forward,
+    .backward = nllb_backward,
+    .onnx = NULL,
     .doc = "(g, logp, target[, weight]) -> -weight[t] * scale at the target class"};
-static const kn_opdef op_mse = {
-    .name = "mse_loss", .min_in = 2, .max_in = 2, .nout = 1, .dtypes = KN_DT_FLOAT,
-    .infer = pl_infer, .forward = pl_forward,
-    .backward = pl_backward, .onnx = NULL, .doc = "F.mse_loss; attr reduction"};
-static const kn_opdef op_l1 = {
-    .name = "l1_loss", .min_in = 2, .max_in = 2, .nout = 1, .dtypes = KN_DT_FLOAT,
-    .infer = pl_infer, .forward = pl_forward,
-    .backward = pl_backward, .onnx = NULL, .doc = "F.l1_loss; attr reduction"};
-static const kn_opdef op_sl1 = {
-    .name = "smooth_l1_loss", .min_in = 2, .max_in = 2, .nout = 1, .dtypes = KN_DT_FLOAT,
-    .infer = pl_infer, .forward = pl_forward,
-    .backward = pl_backward, .onnx = NULL,
-    .doc = "F.smooth_l1_loss; attrs reduction, beta (0: L1)"};
-static const kn_opdef op_bce = {
-    .name = "binary_cross_entropy", .min_in = 2, .max_in = 2, .nout = 1,
-    .dtypes = KN_DT_FLOAT, .infer = pl_infer,
-    .forward = pl_forward, .backward = pl_backward, .onnx = NULL,
-    .doc = "F.binary_cross_entropy (log clamped at -100); attr reduction"};
+static const kn_opdef op_mse = {.name = "mse_loss",
+                                .min_in = 2,
+                                .max_in = 2,
+                                .nout = 1,
+                                .dtypes = KN_DT_FLOAT,
+                                .infer = pl_infer,
+                                .forward = pl_forward,
+                                .backward = pl_backward,
+                                .onnx = NULL,
+                                .doc = "F.mse_loss; attr reduction"};
+static const kn_opdef op_l1 = {.name = "l1_loss",
+                               .min_in = 2,
+                               .max_in = 2,
+                               .nout = 1,
+                               .dtypes = KN_DT_FLOAT,
+                               .infer = pl_infer,
+                               .forward = pl_forward,
+                               .backward = pl_backward,
+                               .onnx = NULL,
+                               .doc = "F.l1_loss; attr reduction"};
+static const kn_opdef op_sl1 = {.name = "smooth_l1_loss",
+                                .min_in = 2,
+                                .max_in = 2,
+                                .nout = 1,
+                                .dtypes = KN_DT_FLOAT,
+                                .infer = pl_infer,
+                                .forward = pl_forward,
+                                .backward = pl_backward,
+                                .onnx = NULL,
+                                .doc = "F.smooth_l1_loss; attrs reduction, beta (0: L1)"};
+static const kn_opdef op_bce = {.name = "binary_cross_entropy",
+                                .min_in = 2,
+                                .max_in = 2,
+                                .nout = 1,
+                                .dtypes = KN_DT_FLOAT,
+                                .infer = pl_infer,
+                                .forward = pl_forward,
+                                .backward = pl_backward,
+                                .onnx = NULL,
+                                .doc =
+                                    "F.binary_cross_entropy (log clamped at -100); attr reduction"};
 static const kn_opdef op_bcel = {
-    .name = "binary_cross_entropy_with_logits", .min_in = 2, .max_in = 2, .nout = 1,
-    .dtypes = KN_DT_FLOAT, .infer = pl_infer,
-    .forward = pl_forward, .backward = pl_backward, .onnx = NULL,
+    .name = "binary_cross_entropy_with_logits",
+    .min_in = 2,
+    .max_in = 2,
+    .nout = 1,
+    .dtypes = KN_DT_FLOAT,
+    .infer = pl_infer,
+    .forward = pl_forward,
+    .backward = pl_backward,
+    .onnx = NULL,
     .doc = "F.binary_cross_entropy_with_logits (stable form); attr reduction"};
-static const kn_opdef op_dropout = {
-    .name = "dropout", .min_in = 1, .max_in = 1, .nout = 2, .dtypes = KN_DT_FLOAT,
-    .flags = KN_OPF_RANDOM, .infer = dropout_infer, .forward = dropout_forward,
-    .backward = dropout_backward, .onnx = "Dropout",
-    .doc = "training dropout -> (y, bool keep-mask); attr p"};
-static const kn_opdef op_dropout_bw = {
-    .name = "dropout_backward", .min_in = 2, .max_in = 2, .nout = 1, .dtypes = KN_DT_FLOAT,
-    .flags = KN_OPF_INTERNAL, .infer = dropout_bw_infer, .forward = dropout_bw_forward,
-    .backward = dropout_bw_backward, .onnx = NULL,
-    .doc = "(g, mask) -> g * mask * scale; attr scale"};
-static const kn_opdef op_embedding = {
-    .name = "embedding", .min_in = 2, .max_in = 2, .nout = 1, .dtypes = KN_DT_ALL,
-    .infer = emb_infer, .forward = emb_forward, .backward = emb_backward, .onnx = "Gather",
-    .doc = "F.embedding(weight (V, D), indices int)"};
+static const kn_opdef op_dropout = {.name = "dropout",
+                                    .min_in = 1,
+                                    .max_in = 1,
+                                    .nout = 2,
+                                    .dtypes = KN_DT_FLOAT,
+                                    .flags = KN_OPF_RANDOM,
+                                    .infer = dropout_infer,
+                                    .forward = dropout_forward,
+                                    .backward = dropout_backward,
+                                    .onnx = "Dropout",
+                                    .doc = "training dropout -> (y, bool keep-mask); attr p"};
+static const kn_opdef op_dropout_bw = {.name = "dropout_backward",
+                                       .min_in = 2,
+                                       .max_in = 2,
+                                       .nout = 1,
+                                       .dtypes = KN_DT_FLOAT,
+                                       .flags = KN_OPF_INTERNAL,
+                                       .infer = dropout_bw_infer,
+                                       .forward = dropout_bw_forward,
+                                       .backward = dropout_bw_backward,
+                                       .onnx = NULL,
+                                       .doc = "(g, mask) -> g * mask * scale; attr scale"};
+static const kn_opdef op_embedding = {.name = "embedding",
+                                      .min_in = 2,
+                                      .max_in = 2,
+                                      .nout = 1,
+                                      .dtypes = KN_DT_ALL,
+                                      .infer = emb_infer,
+                                      .forward = emb_forward,
+                                      .backward = emb_backward,
+                                      .onnx = "Gather",
+                                      .doc = "F.embedding(weight (V, D), indices int)"};
 
-const kn_opdef *const kn__ops_loss[] = {&op_ce,      &op_ce_bw,   &op_nll,     &op_nll_bw,
-                                        &op_mse,     &op_l1,      &op_sl1,     &op_bce,
-                                        &op_bcel,    &op_dropout, &op_dropout_bw,
-                                        &op_embedding, NULL};
+const kn_opdef *const kn__ops_loss[] = {
+    &op_ce,  &op_ce_bw, &op_nll,     &op_nll_bw,     &op_mse,       &op_l1, &op_sl1,
+    &op_bce, &op_bcel,  &op_dropout, &op_dropout_bw, &op_embedding, NULL};

@@ -62,9 +62,11 @@ static int norm_axis(const char *op, int64_t axis, int ndim) {
 static void odi(const kn_tensor *t, int a, int64_t *O, int64_t *D, int64_t *I) {
     *O = 1, *D = 1, *I = 1;
     if (t->ndim == 0) return;
-    for (int k = 0; k < a; k++) *O *= t->shape[k];
+    for (int k = 0; k < a; k++)
+        *O *= t->shape[k];
     *D = t->shape[a];
-    for (int k = a + 1; k < t->ndim; k++) *I *= t->shape[k];
+    for (int k = a + 1; k < t->ndim; k++)
+        *I *= t->shape[k];
 }
 
 static bool same_shape(const kn_tensor *a, const kn_tensor *b) {
@@ -84,23 +86,29 @@ static kn_status check_same(const char *op, const char *what, const kn_tensor *x
     return KN_OK;
 }
 
-static int nthreads(int64_t work) { return work >= KN_NRM_PAR_MIN ? kn__threads() : 1; }
+static int nthreads(int64_t work) {
+    return work >= KN_NRM_PAR_MIN ? kn__threads() : 1;
+}
 
 /* contiguous versions of up to 8 inputs (NULL passes through); frees on failure */
 static bool contig_all(kn_tensor *const *in, kn_tensor **out, int n) {
     for (int i = 0; i < n; i++) {
         out[i] = in[i] ? kn__contig(in[i]) : NULL;
         if (in[i] && !out[i]) {
-            for (int k = 0; k < i; k++) kn_tensor_free(out[k]);
+            for (int k = 0; k < i; k++)
+                kn_tensor_free(out[k]);
             return false;
         }
     }
     return true;
 }
 static void free_all(kn_tensor **t, int n) {
-    for (int i = 0; i < n; i++) kn_tensor_free(t[i]);
+    for (int i = 0; i < n; i++)
+        kn_tensor_free(t[i]);
 }
-static const void *cptr(const kn_tensor *t) { return t ? (const void *)kn__ptr(t) : NULL; }
+static const void *cptr(const kn_tensor *t) {
+    return t ? (const void *)kn__ptr(t) : NULL;
+}
 
 /* ======================================================================================== */
 /* softmax / log_softmax                                                                      */
@@ -108,8 +116,7 @@ static const void *cptr(const kn_tensor *t) { return t ? (const void *)kn__ptr(t
 
 static kn_status softmax_infer(kn_opctx *c) {
     kn_tensor *x = c->in[0];
-    if (norm_axis(c->op->name, kn__attr_int(c->attrs, "dim", -1), x->ndim) < 0)
-        return KN_EINVAL;
+    if (norm_axis(c->op->name, kn__attr_int(c->attrs, "dim", -1), x->ndim) < 0) return KN_EINVAL;
     kn__out_like(c, 0, x, x->dtype);
     return KN_OK;
 }
@@ -155,10 +162,18 @@ static kn_status softmax_run(kn_opctx *c, bool log, bool ref) {
     kn_tensor_free(x);
     return KN_OK;
 }
-static kn_status softmax_forward(kn_opctx *c) { return softmax_run(c, false, false); }
-static kn_status softmax_forward_ref(kn_opctx *c) { return softmax_run(c, false, true); }
-static kn_status log_softmax_forward(kn_opctx *c) { return softmax_run(c, true, false); }
-static kn_status log_softmax_forward_ref(kn_opctx *c) { return softmax_run(c, true, true); }
+static kn_status softmax_forward(kn_opctx *c) {
+    return softmax_run(c, false, false);
+}
+static kn_status softmax_forward_ref(kn_opctx *c) {
+    return softmax_run(c, false, true);
+}
+static kn_status log_softmax_forward(kn_opctx *c) {
+    return softmax_run(c, true, false);
+}
+static kn_status log_softmax_forward_ref(kn_opctx *c) {
+    return softmax_run(c, true, true);
+}
 
 /* softmax_backward / log_softmax_backward: inputs (gy, y), attr dim */
 static kn_status softmax_bw_infer(kn_opctx *c) {
@@ -215,19 +230,39 @@ static kn_status softmax_bw_run(kn_opctx *c, bool log, bool ref) {
     free_all(t, 2);
     return KN_OK;
 }
-static kn_status softmax_bw_forward(kn_opctx *c) { return softmax_bw_run(c, false, false); }
-static kn_status softmax_bw_forward_ref(kn_opctx *c) { return softmax_bw_run(c, false, true); }
-static kn_status log_softmax_bw_forward(kn_opctx *c) { return softmax_bw_run(c, true, false); }
-static kn_status log_softmax_bw_forward_ref(kn_opctx *c) { return softmax_bw_run(c, true, true); }
+static kn_status softmax_bw_forward(kn_opctx *c) {
+    return softmax_bw_run(c, false, false);
+}
+static kn_status softmax_bw_forward_ref(kn_opctx *c) {
+    return softmax_bw_run(c, false, true);
+}
+static kn_status log_softmax_bw_forward(kn_opctx *c) {
+    return softmax_bw_run(c, true, false);
+}
+static kn_status log_softmax_bw_forward_ref(kn_opctx *c) {
+    return softmax_bw_run(c, true, true);
+}
 
 static const kn_opdef op_softmax_bw = {
-    .name = "softmax_backward", .min_in = 2, .max_in = 2, .nout = 1, .dtypes = KN_DT_FLOAT,
-    .flags = KN_OPF_INTERNAL, .infer = softmax_bw_infer, .forward = softmax_bw_forward,
+    .name = "softmax_backward",
+    .min_in = 2,
+    .max_in = 2,
+    .nout = 1,
+    .dtypes = KN_DT_FLOAT,
+    .flags = KN_OPF_INTERNAL,
+    .infer = softmax_bw_infer,
+    .forward = softmax_bw_forward,
     .forward_ref = softmax_bw_forward_ref,
     .doc = "gx = y*(gy - sum(gy*y, dim)) from (gy, y); fused softmax backward, not differentiable"};
 static const kn_opdef op_log_softmax_bw = {
-    .name = "log_softmax_backward", .min_in = 2, .max_in = 2, .nout = 1, .dtypes = KN_DT_FLOAT,
-    .flags = KN_OPF_INTERNAL, .infer = softmax_bw_infer, .forward = log_softmax_bw_forward,
+    .name = "log_softmax_backward",
+    .min_in = 2,
+    .max_in = 2,
+    .nout = 1,
+    .dtypes = KN_DT_FLOAT,
+    .flags = KN_OPF_INTERNAL,
+    .infer = softmax_bw_infer,
+    .forward = log_softmax_bw_forward,
     .forward_ref = log_softmax_bw_forward_ref,
     .doc = "gx = gy - exp(y)*sum(gy, dim) from (gy, y); fused, not differentiable"};
 
@@ -247,19 +282,35 @@ static kn_status softmax_backward_common(kn_bwctx *c, bool log) {
     }
     return c->gin[0] ? KN_OK : fail_status();
 }
-static kn_status softmax_backward(kn_bwctx *c) { return softmax_backward_common(c, false); }
-static kn_status log_softmax_backward(kn_bwctx *c) { return softmax_backward_common(c, true); }
+static kn_status softmax_backward(kn_bwctx *c) {
+    return softmax_backward_common(c, false);
+}
+static kn_status log_softmax_backward(kn_bwctx *c) {
+    return softmax_backward_common(c, true);
+}
 
-static const kn_opdef op_softmax = {
-    .name = "softmax", .min_in = 1, .max_in = 1, .nout = 1, .dtypes = KN_DT_FLOAT,
-    .infer = softmax_infer, .forward = softmax_forward, .forward_ref = softmax_forward_ref,
-    .backward = softmax_backward, .onnx = "Softmax",
-    .doc = "exp(x - max) / sum(exp(x - max)) along attr dim"};
-static const kn_opdef op_log_softmax = {
-    .name = "log_softmax", .min_in = 1, .max_in = 1, .nout = 1, .dtypes = KN_DT_FLOAT,
-    .infer = softmax_infer, .forward = log_softmax_forward, .forward_ref = log_softmax_forward_ref,
-    .backward = log_softmax_backward, .onnx = "LogSoftmax",
-    .doc = "x - max - log(sum(exp(x - max))) along attr dim"};
+static const kn_opdef op_softmax = {.name = "softmax",
+                                    .min_in = 1,
+                                    .max_in = 1,
+                                    .nout = 1,
+                                    .dtypes = KN_DT_FLOAT,
+                                    .infer = softmax_infer,
+                                    .forward = softmax_forward,
+                                    .forward_ref = softmax_forward_ref,
+                                    .backward = softmax_backward,
+                                    .onnx = "Softmax",
+                                    .doc = "exp(x - max) / sum(exp(x - max)) along attr dim"};
+static const kn_opdef op_log_softmax = {.name = "log_softmax",
+                                        .min_in = 1,
+                                        .max_in = 1,
+                                        .nout = 1,
+                                        .dtypes = KN_DT_FLOAT,
+                                        .infer = softmax_infer,
+                                        .forward = log_softmax_forward,
+                                        .forward_ref = log_softmax_forward_ref,
+                                        .backward = log_softmax_backward,
+                                        .onnx = "LogSoftmax",
+                                        .doc = "x - max - log(sum(exp(x - max))) along attr dim"};
 
 /* ======================================================================================== */
 /* layer_norm                                                                                 */
@@ -347,8 +398,12 @@ static kn_status layer_norm_run(kn_opctx *c, bool ref) {
     free_all(t, c->nin);
     return KN_OK;
 }
-static kn_status layer_norm_forward(kn_opctx *c) { return layer_norm_run(c, false); }
-static kn_status layer_norm_forward_ref(kn_opctx *c) { return layer_norm_run(c, true); }
+static kn_status layer_norm_forward(kn_opctx *c) {
+    return layer_norm_run(c, false);
+}
+static kn_status layer_norm_forward_ref(kn_opctx *c) {
+    return layer_norm_run(c, true);
+}
 
 /* layer_norm_backward: inputs (gy, x, mean, rstd, gmean, grstd[, weight]); attrs nnorm,
  * has_weight, need (bit 0 gx, bit 1 gw, bit 2 gb). Outputs gx (x's shape), gw and gb (the
@@ -364,7 +419,8 @@ static kn_status ln_bw_infer(kn_opctx *c) {
     kn_status s = check_same(op, "input", g, x);
     if (s) return s;
     int64_t sh[KN_MAX_DIMS];
-    for (int k = 0; k < x->ndim; k++) sh[k] = k < x->ndim - nn ? x->shape[k] : 1;
+    for (int k = 0; k < x->ndim; k++)
+        sh[k] = k < x->ndim - nn ? x->shape[k] : 1;
     const char *names[4] = {"mean", "rstd", "mean gradient", "rstd gradient"};
     for (int i = 2; i < 6; i++)
         if ((s = check_param(op, names[i - 2], x, c->in[i], x->ndim, sh))) return s;
@@ -420,11 +476,9 @@ static kn_status ln_bw_run(kn_opctx *c, bool ref) {
         char *pw = gw ? part + (size_t)(k * 2 * M) * es : NULL;
         char *pb = gb ? part + (size_t)((k * 2 + 1) * M) * es : NULL;
         if (dt == KN_F32)
-            ln_bw_rows_f32(gp, xp, mp, rp, gmp, grp, wp, gx, (float *)pw, (float *)pb, r0, r1,
-                           M);
+            ln_bw_rows_f32(gp, xp, mp, rp, gmp, grp, wp, gx, (float *)pw, (float *)pb, r0, r1, M);
         else
-            ln_bw_rows_f64(gp, xp, mp, rp, gmp, grp, wp, gx, (double *)pw, (double *)pb, r0, r1,
-                           M);
+            ln_bw_rows_f64(gp, xp, mp, rp, gmp, grp, wp, gx, (double *)pw, (double *)pb, r0, r1, M);
     }
     if (part) { /* combine the block partials in block order, columns in parallel */
         int nt2 = nthreads(nb * M);
@@ -435,7 +489,8 @@ static kn_status ln_bw_run(kn_opctx *c, bool ref) {
                 if (!dst) continue;
                 if (dt == KN_F32) {
                     float s = 0;
-                    for (int64_t k = 0; k < nb; k++) s += ((float *)part)[(k * 2 + which) * M + j];
+                    for (int64_t k = 0; k < nb; k++)
+                        s += ((float *)part)[(k * 2 + which) * M + j];
                     ((float *)dst)[j] = s;
                 } else {
                     double s = 0;
@@ -451,12 +506,22 @@ done:
     free_all(t, c->nin);
     return st;
 }
-static kn_status ln_bw_forward(kn_opctx *c) { return ln_bw_run(c, false); }
-static kn_status ln_bw_forward_ref(kn_opctx *c) { return ln_bw_run(c, true); }
+static kn_status ln_bw_forward(kn_opctx *c) {
+    return ln_bw_run(c, false);
+}
+static kn_status ln_bw_forward_ref(kn_opctx *c) {
+    return ln_bw_run(c, true);
+}
 
 static const kn_opdef op_layer_norm_bw = {
-    .name = "layer_norm_backward", .min_in = 6, .max_in = 7, .nout = 3, .dtypes = KN_DT_FLOAT,
-    .flags = KN_OPF_INTERNAL, .infer = ln_bw_infer, .forward = ln_bw_forward,
+    .name = "layer_norm_backward",
+    .min_in = 6,
+    .max_in = 7,
+    .nout = 3,
+    .dtypes = KN_DT_FLOAT,
+    .flags = KN_OPF_INTERNAL,
+    .infer = ln_bw_infer,
+    .forward = ln_bw_forward,
     .forward_ref = ln_bw_forward_ref,
     .doc = "(gx, gw, gb) from (gy, x, mean, rstd, gmean, grstd[, w]); fused, not differentiable"};
 
@@ -464,8 +529,8 @@ static const kn_opdef op_layer_norm_bw = {
  * ops: x, mean, rstd broadcastable; gy already multiplied by the weight. Includes the gradients
  * gmean/grstd that reach the saved statistics. */
 static kn_tensor *norm_grad_composed(kn_tensor *gyw, kn_tensor *xhat, kn_tensor *rstd,
-                                     kn_tensor *gmean, kn_tensor *grstd, const int *axes,
-                                     int naxes, double M) {
+                                     kn_tensor *gmean, kn_tensor *grstd, const int *axes, int naxes,
+                                     double M) {
     kn_tensor *a = kn_mean(gyw, axes, naxes, true);
     kn_tensor *b = kn_mean(kn_mul(gyw, xhat), axes, naxes, true);
     kn_tensor *gx = kn_mul(rstd, kn_sub(kn_sub(gyw, a), kn_mul(xhat, b)));
@@ -484,12 +549,13 @@ static kn_status layer_norm_backward(kn_bwctx *c) {
     kn_tensor *g = c->gout[0], *mean = c->out[1], *rstd = c->out[2];
     if (kn_is_grad_enabled()) {
         int axes[KN_MAX_DIMS];
-        for (int k = 0; k < nn; k++) axes[k] = x->ndim - nn + k;
+        for (int k = 0; k < nn; k++)
+            axes[k] = x->ndim - nn + k;
         double M = (double)kn__numel(nn, x->shape + x->ndim - nn);
         kn_tensor *xhat = kn_mul(kn_sub(x, mean), rstd);
         if (nx)
-            c->gin[0] = norm_grad_composed(w ? kn_mul(g, w) : g, xhat, rstd, c->gout[1],
-                                           c->gout[2], axes, nn, M);
+            c->gin[0] = norm_grad_composed(w ? kn_mul(g, w) : g, xhat, rstd, c->gout[1], c->gout[2],
+                                           axes, nn, M);
         if (nw) c->gin[1] = kn__sum_to(kn_mul(g, xhat), w->ndim, w->shape);
         if (nbias) c->gin[1 + hw] = kn__sum_to(g, b->ndim, b->shape);
     } else {
@@ -511,9 +577,15 @@ static kn_status layer_norm_backward(kn_bwctx *c) {
 }
 
 static const kn_opdef op_layer_norm = {
-    .name = "layer_norm", .min_in = 1, .max_in = 3, .nout = 3, .dtypes = KN_DT_FLOAT,
-    .infer = layer_norm_infer, .forward = layer_norm_forward,
-    .forward_ref = layer_norm_forward_ref, .backward = layer_norm_backward,
+    .name = "layer_norm",
+    .min_in = 1,
+    .max_in = 3,
+    .nout = 3,
+    .dtypes = KN_DT_FLOAT,
+    .infer = layer_norm_infer,
+    .forward = layer_norm_forward,
+    .forward_ref = layer_norm_forward_ref,
+    .backward = layer_norm_backward,
     .onnx = "LayerNormalization",
     .doc = "(x - mean) * rstd * w + b over the last attr nnorm dims; outputs y, mean, rstd"};
 
@@ -586,13 +658,18 @@ static kn_status group_norm_run(kn_opctx *c, bool ref) {
     free_all(t, c->nin);
     return KN_OK;
 }
-static kn_status group_norm_forward(kn_opctx *c) { return group_norm_run(c, false); }
-static kn_status group_norm_forward_ref(kn_opctx *c) { return group_norm_run(c, true); }
+static kn_status group_norm_forward(kn_opctx *c) {
+    return group_norm_run(c, false);
+}
+static kn_status group_norm_forward_ref(kn_opctx *c) {
+    return group_norm_run(c, true);
+}
 
 /* (1, C, 1, ...) view shape for per-channel tensors against x */
 static kn_tensor *chan_view(kn_tensor *p, const kn_tensor *x) {
     int64_t sh[KN_MAX_DIMS];
-    for (int k = 0; k < x->ndim; k++) sh[k] = k == 1 ? x->shape[1] : 1;
+    for (int k = 0; k < x->ndim; k++)
+        sh[k] = k == 1 ? x->shape[1] : 1;
     return kn_reshape(p, x->ndim, sh);
 }
 
@@ -616,9 +693,9 @@ static kn_status group_norm_backward(kn_bwctx *c) {
         kn_tensor *gw = w ? kn_mul(g, chan_view(w, x)) : g;
         int ax2 = 2;
         double M = x->shape[0] ? (double)kn__numel(x->ndim, x->shape) / (double)(N * G) : 0;
-        kn_tensor *gxr = norm_grad_composed(kn_reshape(gw, 3, g3), xhat3, rstd3,
-                                            kn_reshape(c->gout[1], 3, s3),
-                                            kn_reshape(c->gout[2], 3, s3), &ax2, 1, M);
+        kn_tensor *gxr =
+            norm_grad_composed(kn_reshape(gw, 3, g3), xhat3, rstd3, kn_reshape(c->gout[1], 3, s3),
+                               kn_reshape(c->gout[2], 3, s3), &ax2, 1, M);
         c->gin[0] = kn_reshape(gxr, x->ndim, x->shape);
         if (!c->gin[0]) return fail_status();
     }
@@ -628,9 +705,15 @@ static kn_status group_norm_backward(kn_bwctx *c) {
 }
 
 static const kn_opdef op_group_norm = {
-    .name = "group_norm", .min_in = 1, .max_in = 3, .nout = 3, .dtypes = KN_DT_FLOAT,
-    .infer = group_norm_infer, .forward = group_norm_forward,
-    .forward_ref = group_norm_forward_ref, .backward = group_norm_backward,
+    .name = "group_norm",
+    .min_in = 1,
+    .max_in = 3,
+    .nout = 3,
+    .dtypes = KN_DT_FLOAT,
+    .infer = group_norm_infer,
+    .forward = group_norm_forward,
+    .forward_ref = group_norm_forward_ref,
+    .backward = group_norm_backward,
     .onnx = "GroupNormalization",
     .doc = "normalise x (N, C, *) over attr groups of channels; outputs y, mean, rstd (N, G)"};
 
@@ -682,8 +765,7 @@ static kn_status batch_norm_infer(kn_opctx *c) {
     for (int i = 0; i < 4; i++)
         if (b.has[i] && (s = check_param(op, what[i], x, c->in[b.idx[i]], 1, &C))) return s;
     if (!training && (!b.has[0] || !b.has[1]))
-        return kn__err(KN_EINVAL, "%s: running_mean and running_var are required in eval mode",
-                       op);
+        return kn__err(KN_EINVAL, "%s: running_mean and running_var are required in eval mode", op);
     if (!(kn__attr_float(c->attrs, "eps", 1e-5) >= 0))
         return kn__err(KN_EINVAL, "%s: eps must be >= 0", op);
     if (training && kn__numel(x->ndim, x->shape) / (C ? C : 1) <= 1 && C > 0)
@@ -744,7 +826,8 @@ static kn_status batch_norm_run(kn_opctx *c, bool ref) {
     void *yp = kn__ptr(c->out[0]);
     int nt = nthreads(N * K);
     if (!training) {
-        for (int64_t ch = 0; ch < C; ch++) mean[ch] = ld1(rm, ch), var[ch] = ld1(rv, ch);
+        for (int64_t ch = 0; ch < C; ch++)
+            mean[ch] = ld1(rm, ch), var[ch] = ld1(rv, ch);
     } else if (ref || N * K == 0) {
         kn__batch_stats_ref(dt, xp, mean, var, N, C, S);
     } else if (!small) {
@@ -773,7 +856,8 @@ static kn_status batch_norm_run(kn_opctx *c, bool ref) {
             }
             for (int64_t ch = 0; ch < C; ch++) {
                 double s = 0;
-                for (int64_t k = 0; k < S; k++) s += colsum[ch * S + k];
+                for (int64_t k = 0; k < S; k++)
+                    s += colsum[ch * S + k];
                 if (pass == 0) {
                     mean[ch] = s / cnt;
                     for (int64_t k = 0; k < S; k++) { /* centre for pass 2 */
@@ -844,8 +928,12 @@ done:
     kn_tensor_free(x);
     return st;
 }
-static kn_status batch_norm_forward(kn_opctx *c) { return batch_norm_run(c, false); }
-static kn_status batch_norm_forward_ref(kn_opctx *c) { return batch_norm_run(c, true); }
+static kn_status batch_norm_forward(kn_opctx *c) {
+    return batch_norm_run(c, false);
+}
+static kn_status batch_norm_forward_ref(kn_opctx *c) {
+    return batch_norm_run(c, true);
+}
 
 /* batch_norm_backward: inputs (gy, x, mean, rstd, gmean, grstd[, w]); attrs training,
  * has_weight, need (bit 0 gx, bit 1 gw, bit 2 gb). Outputs gx, gw (C), gb (C). */
@@ -909,20 +997,20 @@ static kn_status bn_bw_run(kn_opctx *c, bool ref) {
     double cnt = (double)N * (double)S;
     int nt = nthreads(N * K);
     /* coefficients of gx = g*cg + x*cx + c0 for channel ch, from the sums sg, sgx */
-#define BN_COEF(ch)                                                                            \
-    do {                                                                                       \
-        double mu = ld1(t[2], ch), rs = ld1(t[3], ch), wv = w ? ld1(w, ch) : 1.0;            \
-        if (gwp) st1(c->out[1], ch, sgx[ch] * rs);                                             \
-        if (gbp) st1(c->out[2], ch, sg[ch]);                                                   \
-        cg[ch] = wv * rs;                                                                      \
-        if (training) {                                                                        \
-            double gm = ld1(t[4], ch), gr = ld1(t[5], ch);                                     \
-            double kx = -rs * rs * rs * (wv * sgx[ch] + gr) / cnt;                             \
-            cx[ch] = kx;                                                                       \
-            c0[ch] = (-wv * rs * sg[ch] + gm) / cnt - kx * mu;                                 \
-        } else {                                                                               \
-            cx[ch] = 0, c0[ch] = 0;                                                            \
-        }                                                                                      \
+#define BN_COEF(ch)                                                                                \
+    do {                                                                                           \
+        double mu = ld1(t[2], ch), rs = ld1(t[3], ch), wv = w ? ld1(w, ch) : 1.0;                  \
+        if (gwp) st1(c->out[1], ch, sgx[ch] * rs);                                                 \
+        if (gbp) st1(c->out[2], ch, sg[ch]);                                                       \
+        cg[ch] = wv * rs;                                                                          \
+        if (training) {                                                                            \
+            double gm = ld1(t[4], ch), gr = ld1(t[5], ch);                                         \
+            double kx = -rs * rs * rs * (wv * sgx[ch] + gr) / cnt;                                 \
+            cx[ch] = kx;                                                                           \
+            c0[ch] = (-wv * rs * sg[ch] + gm) / cnt - kx * mu;                                     \
+        } else {                                                                                   \
+            cx[ch] = 0, c0[ch] = 0;                                                                \
+        }                                                                                          \
     } while (0)
     if (!small) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
@@ -965,7 +1053,8 @@ static kn_status bn_bw_run(kn_opctx *c, bool ref) {
         }
         for (int64_t ch = 0; ch < C; ch++) {
             double a = 0, b = 0, mu = ld1(t[2], ch);
-            for (int64_t k = 0; k < S; k++) a += colg[ch * S + k], b += colgx[ch * S + k];
+            for (int64_t k = 0; k < S; k++)
+                a += colg[ch * S + k], b += colgx[ch * S + k];
             sg[ch] = a;
             sgx[ch] = b;
             if (dt == KN_F32) sgx[ch] -= a * (mu - (double)(float)mu);
@@ -1002,12 +1091,22 @@ done:
     free_all(t, c->nin);
     return st;
 }
-static kn_status bn_bw_forward(kn_opctx *c) { return bn_bw_run(c, false); }
-static kn_status bn_bw_forward_ref(kn_opctx *c) { return bn_bw_run(c, true); }
+static kn_status bn_bw_forward(kn_opctx *c) {
+    return bn_bw_run(c, false);
+}
+static kn_status bn_bw_forward_ref(kn_opctx *c) {
+    return bn_bw_run(c, true);
+}
 
 static const kn_opdef op_batch_norm_bw = {
-    .name = "batch_norm_backward", .min_in = 6, .max_in = 7, .nout = 3, .dtypes = KN_DT_FLOAT,
-    .flags = KN_OPF_INTERNAL, .infer = bn_bw_infer, .forward = bn_bw_forward,
+    .name = "batch_norm_backward",
+    .min_in = 6,
+    .max_in = 7,
+    .nout = 3,
+    .dtypes = KN_DT_FLOAT,
+    .flags = KN_OPF_INTERNAL,
+    .infer = bn_bw_infer,
+    .forward = bn_bw_forward,
     .forward_ref = bn_bw_forward_ref,
     .doc = "(gx, gw, gb) from (gy, x, mean, rstd, gmean, grstd[, w]); fused, not differentiable"};
 
@@ -1056,17 +1155,23 @@ static kn_status batch_norm_backward(kn_bwctx *c) {
 }
 
 static const kn_opdef op_batch_norm = {
-    .name = "batch_norm", .min_in = 1, .max_in = 5, .nout = 3, .dtypes = KN_DT_FLOAT,
-    .flags = KN_OPF_MUTATES, .infer = batch_norm_infer, .forward = batch_norm_forward,
-    .forward_ref = batch_norm_forward_ref, .backward = batch_norm_backward,
+    .name = "batch_norm",
+    .min_in = 1,
+    .max_in = 5,
+    .nout = 3,
+    .dtypes = KN_DT_FLOAT,
+    .flags = KN_OPF_MUTATES,
+    .infer = batch_norm_infer,
+    .forward = batch_norm_forward,
+    .forward_ref = batch_norm_forward_ref,
+    .backward = batch_norm_backward,
     .onnx = "BatchNormalization",
     .doc = "per-channel normalisation of x (N, C, *); training updates running stats in place; "
            "outputs y, mean, rstd"};
 
 const kn_opdef *const kn__ops_norm[] = {
-    &op_softmax,       &op_log_softmax,      &op_softmax_bw,      &op_log_softmax_bw,
-    &op_layer_norm,    &op_layer_norm_bw,    &op_group_norm,      &op_batch_norm,
-    &op_batch_norm_bw, NULL};
+    &op_softmax,       &op_log_softmax, &op_softmax_bw, &op_log_softmax_bw, &op_layer_norm,
+    &op_layer_norm_bw, &op_group_norm,  &op_batch_norm, &op_batch_norm_bw,  NULL};
 
 /* ======================================================================================== */
 /* public API                                                                                 */
@@ -1084,8 +1189,7 @@ kn_tensor *kn_log_softmax(kn_tensor *x, int dim) {
     return kn__op1(&op_log_softmax, &x, 1, &a);
 }
 
-kn_tensor *kn_layer_norm(kn_tensor *x, int nnorm, kn_tensor *weight, kn_tensor *bias,
-                         double eps) {
+kn_tensor *kn_layer_norm(kn_tensor *x, int nnorm, kn_tensor *weight, kn_tensor *bias, double eps) {
     kn_tensor *in[3] = {x};
     int n = 1;
     if (weight) in[n++] = weight;

@@ -22,8 +22,7 @@
 
 /* Runtime dispatch for the hot per-row kernels (the build has no -march). */
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define KN_NRM_CLONES                                                                          \
-    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define KN_NRM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define KN_NRM_CLONES
 #endif
@@ -40,7 +39,8 @@ static inline double kn__nrm_sum_f32(const float *x, int64_t n) {
         int64_t e = n - i0 < KN_NRM_CHUNK ? n : i0 + KN_NRM_CHUNK;
         float s = 0;
 #pragma omp simd reduction(+ : s)
-        for (int64_t i = i0; i < e; i++) s += x[i];
+        for (int64_t i = i0; i < e; i++)
+            s += x[i];
         tot += s;
     }
     return tot;
@@ -63,7 +63,8 @@ static inline double kn__nrm_sqdev_f32(const float *x, int64_t n, float m) {
 static inline double kn__nrm_sum_f64(const double *x, int64_t n) {
     double s = 0;
 #pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; i++) s += x[i];
+    for (int64_t i = 0; i < n; i++)
+        s += x[i];
     return s;
 }
 static inline double kn__nrm_sqdev_f64(const double *x, int64_t n, double m) {
@@ -97,8 +98,7 @@ static inline kn_tensor *kn__nrm_run_first(const kn_opdef *op, kn_tensor *const 
 /* ---- reference kernels (kernels/ref/norm_ref.c): plain loops, double accumulation, libm exp.
  * dt is KN_F32 or KN_F64; all buffers contiguous, of that dtype unless stated. ---- */
 /* y = softmax(x) (or log_softmax when log) along D of an (O, D, I) buffer. */
-void kn__softmax_ref(kn_dtype dt, const void *x, void *y, int64_t O, int64_t D, int64_t I,
-                     bool lg);
+void kn__softmax_ref(kn_dtype dt, const void *x, void *y, int64_t O, int64_t D, int64_t I, bool lg);
 /* gx from gy and the saved output y: softmax: y*(g - sum(g*y)); log: g - exp(y)*sum(g). */
 void kn__softmax_bw_ref(kn_dtype dt, const void *g, const void *y, void *gx, int64_t O, int64_t D,
                         int64_t I, bool lg);
@@ -118,8 +118,8 @@ void kn__group_norm_ref(kn_dtype dt, const void *x, const void *w, const void *b
 void kn__batch_stats_ref(kn_dtype dt, const void *x, double *mean, double *var, int64_t N,
                          int64_t C, int64_t S);
 /* y = x * a[c] + s[c] (double coefficient arrays of C). */
-void kn__channel_affine_ref(kn_dtype dt, const void *x, void *y, const double *a,
-                            const double *s, int64_t N, int64_t C, int64_t S);
+void kn__channel_affine_ref(kn_dtype dt, const void *x, void *y, const double *a, const double *s,
+                            int64_t N, int64_t C, int64_t S);
 /* batch_norm backward. training: full formula with gmean/grstd (C, may be NULL); eval: g*w*rstd.
  * gx, gw, gb may be NULL. */
 void kn__batch_norm_bw_ref(kn_dtype dt, const void *g, const void *x, const void *mean,

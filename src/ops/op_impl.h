@@ -40,6 +40,11 @@ enum {
 #define KN_DT_ALL (KN_DT_NUM | KN_DT(KN_BOOL) | KN_DT(KN_F16) | KN_DT(KN_BF16))
 
 typedef struct kn_opdef kn_opdef;
+/* An elementwise kernel run by kn__iter (below): n elements, ptrs[0] the output (contiguous),
+ * ptrs[1..] inputs with byte strides strides[1..] (0 = broadcast). */
+typedef void (*kn_iter_fn)(void *args, int64_t n, char **ptrs, const int64_t *strides);
+#define KN_PW_ARGS 64
+#define KN_ITER_OPS 16 /* output + inputs that kn__iter handles */
 
 typedef struct kn_opctx {
     const kn_opdef *op;
@@ -57,7 +62,7 @@ typedef struct kn_bwctx {
     const kn_opdef *op;
     const kn_attrs *attrs;
     int nin;
-    kn_tensor *const *in;   /* saved inputs (graph-connected) */
+    kn_tensor *const *in; /* saved inputs (graph-connected) */
     int nout;
     kn_tensor *const *out;  /* saved outputs (graph-connected through this node) */
     kn_tensor *const *gout; /* gradient of each output; never NULL (zeros when unused) */
@@ -75,8 +80,13 @@ struct kn_opdef {
     kn_status (*forward)(kn_opctx *c);
     kn_status (*forward_ref)(kn_opctx *c); /* reference kernel, NULL: forward is the reference */
     kn_status (*backward)(kn_bwctx *c);    /* NULL: not differentiable */
-    const char *onnx;                      /* ONNX op it maps to, or NULL */
-    const char *doc;                       /* one line */
+    /* Elementwise ops: the kernel and argument block (at most KN_PW_ARGS bytes) that forward
+     * hands to kn__iter for these input dtypes and attrs, so the graph compiler's fused groups
+     * run exactly the eager kernel on tiles. NULL: not fusable. Fast kernels only. */
+    kn_status (*pointwise)(const kn_opdef *op, const kn_attrs *at, const kn_dtype *in_dt,
+                           kn_iter_fn *fn, void *args);
+    const char *onnx; /* ONNX op it maps to, or NULL */
+    const char *doc;  /* one line */
 };
 
 /* A family's table: `const kn_opdef *const kn__ops_<family>[] = {&op_a, &op_b, NULL};` */
@@ -102,21 +112,23 @@ bool kn__attr_has(const kn_attrs *a, const char *name);
 
 /* ---- helpers for infer/backward ---- */
 /* Broadcast shape of a and b into out; KN_ESHAPE naming `op` when incompatible. */
-kn_status kn__broadcast_shape(const char *op, int na, const int64_t *sa, int nb,
-                              const int64_t *sb, int *nout, int64_t *out);
+kn_status kn__broadcast_shape(const char *op, int na, const int64_t *sa, int nb, const int64_t *sb,
+                              int *nout, int64_t *out);
 /* Sums g down to `shape` (reverse of broadcasting), with ops. Returns g (+1 ref, scope-adopted)
  * when shapes already match. */
 kn_tensor *kn__sum_to(kn_tensor *g, int ndim, const int64_t *shape);
+/* Strides that view t as (ndim, shape) without copying, or false (reshape's rule). */
+bool kn__view_strides(const kn_tensor *t, int ndim, const int64_t *shape, int64_t *out);
 /* Sets out shape i to the shape of tensor t, and dtype. */
 void kn__out_like(kn_opctx *c, int i, const kn_tensor *t, kn_dtype dt);
 /* Checks that all inputs have the dtype of input 0 (names the op and both dtypes). */
 kn_status kn__same_dtype(const kn_opctx *c, int first, int last);
 
-/* ---- element iteration over up to 4 operands with broadcasting (elementwise kernels) ----
- * kn__iter collapses contiguous dims and calls fn(args, n, ptrs, strides_bytes) for runs of the
- * innermost dimension, in parallel over outer indices when the total is large. Operand 0 is the
- * output (contiguous, shape = iteration shape); operands 1.. are inputs broadcast to it. */
-typedef void (*kn_iter_fn)(void *args, int64_t n, char **ptrs, const int64_t *strides);
+/* ---- element iteration over up to KN_ITER_OPS - 1 operands with broadcasting (elementwise
+ * kernels) ---- kn__iter collapses contiguous dims and calls fn(args, n, ptrs, strides_bytes) for
+ * runs of the innermost dimension, in parallel over outer indices when the total is large. Operand
+ * 0 is the output (contiguous, shape = iteration shape); operands 1.. are inputs broadcast to it.
+ */
 kn_status kn__iter(kn_tensor *out, kn_tensor *const *ins, int nins, kn_iter_fn fn, void *args);
 /* Strides (in elements) of t broadcast to (ndim, shape): 0 where t has size 1 or is missing. */
 void kn__bcast_strides(const kn_tensor *t, int ndim, const int64_t *shape, int64_t *strides);
@@ -132,13 +144,16 @@ extern const kn_opdef *const kn__ops_loss[];
 extern const kn_opdef *const kn__ops_index[];
 extern const kn_opdef *const kn__ops_stats[];
 
-
-
 /* ---- the autograd layer plugs in here (set by src/autograd/ at load time), so ops do not
  * depend on the layer above them ---- */
 typedef kn_status (*kn_record_fn)(const kn_opdef *op, kn_tensor *const *in, int nin,
                                   const kn_attrs *attrs, kn_tensor **out, int nout);
 extern kn_record_fn kn__record;
+/* The graph layer's tracer plugs in the same way: called after every op run at the top level
+ * (not for ops that run inside another op's forward), with its inputs and outputs. */
+extern kn_record_fn kn__trace_hook;
+/* How many op forwards are running on this thread (0 at the top level). */
+int kn__op_depth(void);
 /* Grad mode lives with the op pipeline (it is the recording switch). Per thread. */
 bool kn__grad_mode(void);
 void kn__set_grad_mode(bool on);

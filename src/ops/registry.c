@@ -21,7 +21,8 @@ const kn_opdef *kn__op_find(const char *name) {
 int kn_op_count(void) {
     int n = 0;
     for (int f = 0; f < NFAM; f++)
-        for (const kn_opdef *const *p = families[f]; *p; p++) n++;
+        for (const kn_opdef *const *p = families[f]; *p; p++)
+            n++;
     return n;
 }
 
@@ -32,4 +33,3 @@ const char *kn_op_name(int i) {
             if (i-- == 0) return (*p)->name;
     return NULL;
 }
-

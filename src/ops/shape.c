@@ -10,7 +10,7 @@
 /* ---- reshape ---- */
 /* Strides for viewing t as (ndim, shape) without a copy, or false when impossible
  * (the algorithm of PyTorch's computeStride: match chunks of contiguous dims). */
-static bool view_strides(const kn_tensor *t, int ndim, const int64_t *shape, int64_t *out) {
+bool kn__view_strides(const kn_tensor *t, int ndim, const int64_t *shape, int64_t *out) {
     int64_t numel = kn__numel(t->ndim, t->shape);
     if (numel == 0 || t->ndim == 0) {
         kn__contiguous_strides(ndim, shape, out);
@@ -78,7 +78,7 @@ static kn_status reshape_infer(kn_opctx *c) {
 static kn_status reshape_forward(kn_opctx *c) {
     kn_tensor *x = c->in[0];
     int64_t st[KN_MAX_DIMS];
-    if (view_strides(x, c->out_ndim[0], c->out_shape[0], st)) {
+    if (kn__view_strides(x, c->out_ndim[0], c->out_shape[0], st)) {
         c->out[0] = kn__tensor_view(x, c->out_ndim[0], c->out_shape[0], st, x->offset);
     } else {
         c->out[0] = kn__tensor_alloc(x->dtype, c->out_ndim[0], c->out_shape[0]);

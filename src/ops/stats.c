@@ -54,7 +54,9 @@ static kn_status fail_status(void) {
     kn_status s = kn_last_status();
     return s != KN_OK ? s : KN_EINTERNAL;
 }
-static int nthreads(int64_t work) { return work >= KN_NRM_PAR_MIN ? kn__threads() : 1; }
+static int nthreads(int64_t work) {
+    return work >= KN_NRM_PAR_MIN ? kn__threads() : 1;
+}
 
 static sacc acc_combine(sacc x, sacc y, int kind) {
     switch (kind) {
@@ -173,30 +175,33 @@ static void int_prod(kn_dtype dt, const char *x, int64_t *out, kn_rplan pl) {
     for (int64_t o = 0; o < A * B; o++) {
         int64_t a = o / B, b = o % B;
         uint64_t acc = 1;
-        for (int64_t r = 0; r < R; r++) acc *= (uint64_t)load_i64(dt, x, (a * R + r) * B + b);
+        for (int64_t r = 0; r < R; r++)
+            acc *= (uint64_t)load_i64(dt, x, (a * R + r) * B + b);
         out[o] = (int64_t)acc;
     }
 }
 
 /* max/min with first index over (A, R, B); vals and/or idx may be NULL. Floats: NaN wins. */
-#define MAXMIN_KERNEL(T, SFX, FLT)                                                             \
-    static void maxmin_##SFX(const T *x, T *vals, int64_t *idx, kn_rplan pl, int ismin) {      \
-        int64_t A = pl.A, R = pl.R, B = pl.B;                                                  \
-        int nt = nthreads(A * R * B);                                                          \
-        _Pragma("omp parallel for num_threads(nt) schedule(static) if (nt > 1)")               \
-        for (int64_t o = 0; o < A * B; o++) {                                                  \
-            int64_t a = o / B, b = o % B;                                                      \
-            const T *xp = x + a * R * B + b;                                                   \
-            T best = xp[0];                                                                    \
-            int64_t bi = 0;                                                                    \
-            for (int64_t r = 1; r < R; r++) {                                                  \
-                T v = xp[r * B];                                                               \
-                if (FLT && best != best) break;                                                \
-                if ((ismin ? v < best : v > best) || (FLT && v != v)) best = v, bi = r;        \
-            }                                                                                  \
-            if (vals) vals[o] = best;                                                          \
-            if (idx) idx[o] = bi;                                                              \
-        }                                                                                      \
+#define MAXMIN_KERNEL(T, SFX, FLT)                                                                 \
+    static void maxmin_##SFX(const T *x, T *vals, int64_t *idx, kn_rplan pl, int ismin) {          \
+        int64_t A = pl.A, R = pl.R, B = pl.B;                                                      \
+        int nt = nthreads(A * R * B);                                                              \
+        _Pragma("omp parallel for num_threads(nt) schedule(static) if (nt > 1)") for (int64_t o =  \
+                                                                                          0;       \
+                                                                                      o < A * B;   \
+                                                                                      o++) {       \
+            int64_t a = o / B, b = o % B;                                                          \
+            const T *xp = x + a * R * B + b;                                                       \
+            T best = xp[0];                                                                        \
+            int64_t bi = 0;                                                                        \
+            for (int64_t r = 1; r < R; r++) {                                                      \
+                T v = xp[r * B];                                                                   \
+                if (FLT && best != best) break;                                                    \
+                if ((ismin ? v < best : v > best) || (FLT && v != v)) best = v, bi = r;            \
+            }                                                                                      \
+            if (vals) vals[o] = best;                                                              \
+            if (idx) idx[o] = bi;                                                                  \
+        }                                                                                          \
     }
 MAXMIN_KERNEL(float, f32, 1)
 MAXMIN_KERNEL(double, f64, 1)
@@ -219,13 +224,17 @@ static void maxmin(kn_dtype dt, const void *x, void *vals, int64_t *idx, kn_rpla
 }
 
 /* ---- attrs and masks ---- */
-static bool is_dim_kind(int kind) { return kind >= S_MAXD; }
+static bool is_dim_kind(int kind) {
+    return kind >= S_MAXD;
+}
 
 /* single-dim ops: attr "dim" (absent: all dims, only argmax/argmin) */
 static kn_status dim_mask(const char *op, const kn_attrs *a, int ndim, bool *mask) {
-    for (int i = 0; i < KN_MAX_DIMS; i++) mask[i] = false;
+    for (int i = 0; i < KN_MAX_DIMS; i++)
+        mask[i] = false;
     if (!kn__attr_has(a, "dim")) {
-        for (int i = 0; i < ndim; i++) mask[i] = true;
+        for (int i = 0; i < ndim; i++)
+            mask[i] = true;
         return KN_OK;
     }
     int d = kn__axis(op, (int)kn__attr_int(a, "dim", 0), ndim);
@@ -250,8 +259,10 @@ static kn_status stats_ref(kn_opctx *c, int kind, const bool *mask) {
             kd[nk++] = i;
     }
     int64_t R = 1, O = 1;
-    for (int i = 0; i < nr; i++) R *= x->shape[rd[i]];
-    for (int i = 0; i < nk; i++) O *= x->shape[kd[i]];
+    for (int i = 0; i < nr; i++)
+        R *= x->shape[rd[i]];
+    for (int i = 0; i < nk; i++)
+        O *= x->shape[kd[i]];
     double *v = kn__malloc(sizeof(double) * (size_t)(R ? R : 1));
     if (!v) return fail_status();
     double p = kn__attr_float(c->attrs, "p", 2.0);
@@ -264,11 +275,13 @@ static kn_status stats_ref(kn_opctx *c, int kind, const bool *mask) {
     int64_t ki[KN_MAX_DIMS] = {0};
     for (int64_t o = 0; o < O; o++) {
         int64_t off = 0;
-        for (int i = 0; i < nk; i++) off += ki[i] * x->strides[kd[i]];
+        for (int i = 0; i < nk; i++)
+            off += ki[i] * x->strides[kd[i]];
         int64_t ri[KN_MAX_DIMS] = {0};
         for (int64_t r = 0; r < R; r++) {
             int64_t e = off;
-            for (int i = 0; i < nr; i++) e += ri[i] * x->strides[rd[i]];
+            for (int i = 0; i < nr; i++)
+                e += ri[i] * x->strides[rd[i]];
             v[r] = kn__load_f64(x->dtype, base + (size_t)e * es);
             for (int i = nr - 1; i >= 0; i--) {
                 if (++ri[i] < x->shape[rd[i]]) break;
@@ -281,20 +294,24 @@ static kn_status stats_ref(kn_opctx *c, int kind, const bool *mask) {
         case S_PROD: {
             if (!kn_dtype_is_float(x->dtype)) {
                 uint64_t q = 1;
-                for (int64_t r = 0; r < R; r++) q *= (uint64_t)(int64_t)v[r];
+                for (int64_t r = 0; r < R; r++)
+                    q *= (uint64_t)(int64_t)v[r];
                 ((int64_t *)ob)[o] = (int64_t)q;
                 goto next;
             }
             res = 1;
-            for (int64_t r = 0; r < R; r++) res *= v[r];
+            for (int64_t r = 0; r < R; r++)
+                res *= v[r];
             break;
         }
         case S_VAR:
         case S_STD: {
             double m = 0, q = 0;
-            for (int64_t r = 0; r < R; r++) m += v[r];
+            for (int64_t r = 0; r < R; r++)
+                m += v[r];
             m /= (double)R;
-            for (int64_t r = 0; r < R; r++) q += (v[r] - m) * (v[r] - m);
+            for (int64_t r = 0; r < R; r++)
+                q += (v[r] - m) * (v[r] - m);
             double d = (double)R - (double)corr;
             res = q / (d > 0 ? d : 0);
             if (kind == S_STD) res = sqrt(res);
@@ -306,7 +323,8 @@ static kn_status stats_ref(kn_opctx *c, int kind, const bool *mask) {
                 if (v[r] > m || isnan(v[r])) m = v[r];
             if (isinf(m)) m = 0;
             double s = 0;
-            for (int64_t r = 0; r < R; r++) s += exp(v[r] - m);
+            for (int64_t r = 0; r < R; r++)
+                s += exp(v[r] - m);
             res = m + log(s);
             break;
         }
@@ -371,9 +389,7 @@ static kn_status stats_run(kn_opctx *c, int kind, bool ref) {
     case S_AMAX:
     case S_AMIN: maxmin(x->dtype, xp, op, NULL, pl, kind == S_AMIN); break;
     case S_MAXD:
-    case S_MIND:
-        maxmin(x->dtype, xp, op, (int64_t *)kn__ptr(c->out[1]), pl, kind == S_MIND);
-        break;
+    case S_MIND: maxmin(x->dtype, xp, op, (int64_t *)kn__ptr(c->out[1]), pl, kind == S_MIND); break;
     case S_ARGMAX:
     case S_ARGMIN: maxmin(x->dtype, xp, NULL, op, pl, kind == S_ARGMIN); break;
     }
@@ -421,10 +437,16 @@ static kn_status infer_common(kn_opctx *c, int kind) {
     return KN_OK;
 }
 
-#define STAT_OP_FUNCS(name, kind)                                                              \
-    static kn_status name##_infer(kn_opctx *c) { return infer_common(c, kind); }               \
-    static kn_status name##_forward(kn_opctx *c) { return stats_run(c, kind, false); }         \
-    static kn_status name##_forward_ref(kn_opctx *c) { return stats_run(c, kind, true); }
+#define STAT_OP_FUNCS(name, kind)                                                                  \
+    static kn_status name##_infer(kn_opctx *c) {                                                   \
+        return infer_common(c, kind);                                                              \
+    }                                                                                              \
+    static kn_status name##_forward(kn_opctx *c) {                                                 \
+        return stats_run(c, kind, false);                                                          \
+    }                                                                                              \
+    static kn_status name##_forward_ref(kn_opctx *c) {                                             \
+        return stats_run(c, kind, true);                                                           \
+    }
 STAT_OP_FUNCS(prod, S_PROD)
 STAT_OP_FUNCS(amax, S_AMAX)
 STAT_OP_FUNCS(amin, S_AMIN)
@@ -485,12 +507,13 @@ static kn_status prod_backward(kn_bwctx *c) {
     kn_tensor *xs = kn_where(isz, one, x);
     kn_attrs a = {0};
     int64_t ax[KN_MAX_DIMS];
-    for (int i = 0; i < g.naxes; i++) ax[i] = g.axes[i];
+    for (int i = 0; i < g.naxes; i++)
+        ax[i] = g.axes[i];
     if (g.naxes) kn_attrs_set_ints(&a, "axes", ax, g.naxes);
     kn_attrs_set_int(&a, "keepdim", 1);
     kn_tensor *pnz = kn__op1(&op_prod, &xs, 1, &a); /* product of the non-zeros */
-    kn_tensor *none = kn_div(pnz, xs);               /* no zero: prod / x */
-    kn_tensor *single = kn_where(isz, pnz, zero);    /* one zero: others' product at it */
+    kn_tensor *none = kn_div(pnz, xs);              /* no zero: prod / x */
+    kn_tensor *single = kn_where(isz, pnz, zero);   /* one zero: others' product at it */
     kn_tensor *d = kn_where(kn_eq(nz, zero), none, kn_where(kn_eq(nz, one), single, zero));
     return set_gin(c, kn_mul(gk, d));
 }
@@ -505,8 +528,12 @@ static kn_status amax_backward_common(kn_bwctx *c, int kind) {
     kn_tensor *cnt = kn_sum(m, g.axes, g.naxes, true);
     return set_gin(c, kn_mul(kn_div(keepform(c->gout[0], x, &g), cnt), m));
 }
-static kn_status amax_backward(kn_bwctx *c) { return amax_backward_common(c, S_AMAX); }
-static kn_status amin_backward(kn_bwctx *c) { return amax_backward_common(c, S_AMIN); }
+static kn_status amax_backward(kn_bwctx *c) {
+    return amax_backward_common(c, S_AMAX);
+}
+static kn_status amin_backward(kn_bwctx *c) {
+    return amax_backward_common(c, S_AMIN);
+}
 
 static kn_status maxd_backward_common(kn_bwctx *c, int kind) {
     if (!c->needs[0]) return KN_OK;
@@ -516,13 +543,18 @@ static kn_status maxd_backward_common(kn_bwctx *c, int kind) {
     if (st) return st;
     int d = g.naxes ? g.axes[0] : 0;
     int64_t D = x->ndim ? x->shape[d] : 1, sh[KN_MAX_DIMS];
-    for (int i = 0; i < x->ndim; i++) sh[i] = i == d ? D : 1;
+    for (int i = 0; i < x->ndim; i++)
+        sh[i] = i == d ? D : 1;
     kn_tensor *ar = kn_reshape(kn_arange(0, (double)D, 1, KN_I64), x->ndim, sh);
     kn_tensor *sel = kn_eq(ar, keepform(c->out[1], x, &g));
     return set_gin(c, kn_where(sel, keepform(c->gout[0], x, &g), kn_scalar(x->dtype, 0)));
 }
-static kn_status max_dim_backward(kn_bwctx *c) { return maxd_backward_common(c, S_MAXD); }
-static kn_status min_dim_backward(kn_bwctx *c) { return maxd_backward_common(c, S_MIND); }
+static kn_status max_dim_backward(kn_bwctx *c) {
+    return maxd_backward_common(c, S_MAXD);
+}
+static kn_status min_dim_backward(kn_bwctx *c) {
+    return maxd_backward_common(c, S_MIND);
+}
 
 static kn_status var_backward_common(kn_bwctx *c, int kind) {
     if (!c->needs[0]) return KN_OK;
@@ -539,8 +571,12 @@ static kn_status var_backward_common(kn_bwctx *c, int kind) {
     kn_tensor *sk = keepform(c->out[0], x, &g);
     return set_gin(c, kn_mul(kn_div(gk, sk), kn_mul_scalar(dev, 1.0 / dof)));
 }
-static kn_status var_backward(kn_bwctx *c) { return var_backward_common(c, S_VAR); }
-static kn_status std_backward(kn_bwctx *c) { return var_backward_common(c, S_STD); }
+static kn_status var_backward(kn_bwctx *c) {
+    return var_backward_common(c, S_VAR);
+}
+static kn_status std_backward(kn_bwctx *c) {
+    return var_backward_common(c, S_STD);
+}
 
 static kn_status logsumexp_backward(kn_bwctx *c) {
     if (!c->needs[0]) return KN_OK;
@@ -581,12 +617,19 @@ static kn_status norm_backward(kn_bwctx *c) {
 }
 
 /* ---- op table ---- */
-#define STAT_OPDEF(var_, name_, dts, bw, onnx_, doc_)                                          \
-    static const kn_opdef var_ = {.name = #name_, .min_in = 1, .max_in = 1,                    \
-                                  .nout = 1, .dtypes = dts, .flags = KN_OPF_REDUCTION,         \
-                                  .infer = name_##_infer, .forward = name_##_forward,          \
-                                  .forward_ref = name_##_forward_ref, .backward = bw,          \
-                                  .onnx = onnx_, .doc = doc_}
+#define STAT_OPDEF(var_, name_, dts, bw, onnx_, doc_)                                              \
+    static const kn_opdef var_ = {.name = #name_,                                                  \
+                                  .min_in = 1,                                                     \
+                                  .max_in = 1,                                                     \
+                                  .nout = 1,                                                       \
+                                  .dtypes = dts,                                                   \
+                                  .flags = KN_OPF_REDUCTION,                                       \
+                                  .infer = name_##_infer,                                          \
+                                  .forward = name_##_forward,                                      \
+                                  .forward_ref = name_##_forward_ref,                              \
+                                  .backward = bw,                                                  \
+                                  .onnx = onnx_,                                                   \
+                                  .doc = doc_}
 STAT_OPDEF(op_prod, prod, KN_DT_NUM, prod_backward, "ReduceProd",
            "product over attr axes (all when absent), keepdim; integers give int64");
 STAT_OPDEF(op_amax, amax, KN_DT_NUM, amax_backward, "ReduceMax",
@@ -606,27 +649,41 @@ STAT_OPDEF(op_logsumexp, logsumexp, KN_DT_FLOAT, logsumexp_backward, "ReduceLogS
 STAT_OPDEF(op_norm, norm, KN_DT_FLOAT, norm_backward, NULL,
            "vector p-norm over axes (attr p > 0, inf allowed), keepdim");
 static const kn_opdef op_max_dim = {
-    .name = "max_dim", .min_in = 1, .max_in = 1, .nout = 2, .dtypes = KN_DT_NUM,
-    .flags = KN_OPF_REDUCTION, .infer = max_dim_infer, .forward = max_dim_forward,
-    .forward_ref = max_dim_forward_ref, .backward = max_dim_backward,
+    .name = "max_dim",
+    .min_in = 1,
+    .max_in = 1,
+    .nout = 2,
+    .dtypes = KN_DT_NUM,
+    .flags = KN_OPF_REDUCTION,
+    .infer = max_dim_infer,
+    .forward = max_dim_forward,
+    .forward_ref = max_dim_forward_ref,
+    .backward = max_dim_backward,
     .doc = "(values, int64 indices) of the maximum along attr dim; first index of ties"};
 static const kn_opdef op_min_dim = {
-    .name = "min_dim", .min_in = 1, .max_in = 1, .nout = 2, .dtypes = KN_DT_NUM,
-    .flags = KN_OPF_REDUCTION, .infer = min_dim_infer, .forward = min_dim_forward,
-    .forward_ref = min_dim_forward_ref, .backward = min_dim_backward,
+    .name = "min_dim",
+    .min_in = 1,
+    .max_in = 1,
+    .nout = 2,
+    .dtypes = KN_DT_NUM,
+    .flags = KN_OPF_REDUCTION,
+    .infer = min_dim_infer,
+    .forward = min_dim_forward,
+    .forward_ref = min_dim_forward_ref,
+    .backward = min_dim_backward,
     .doc = "(values, int64 indices) of the minimum along attr dim; first index of ties"};
 
-const kn_opdef *const kn__ops_stats[] = {&op_prod,   &op_amax,   &op_amin, &op_max_dim,
-                                         &op_min_dim, &op_argmax, &op_argmin, &op_var,
-                                         &op_std,    &op_logsumexp, &op_norm, NULL};
+const kn_opdef *const kn__ops_stats[] = {&op_prod,    &op_amax,      &op_amin,   &op_max_dim,
+                                         &op_min_dim, &op_argmax,    &op_argmin, &op_var,
+                                         &op_std,     &op_logsumexp, &op_norm,   NULL};
 
 /* ---- public API ---- */
-static kn_status axes_attrs(const char *op, kn_attrs *a, const int *axes, int naxes,
-                            bool keepdim) {
+static kn_status axes_attrs(const char *op, kn_attrs *a, const int *axes, int naxes, bool keepdim) {
     if (naxes < 0 || naxes > KN_MAX_DIMS || (naxes > 0 && !axes))
         return kn__err(KN_EINVAL, "%s: invalid axes (count %d)", op, naxes);
     int64_t ax[KN_MAX_DIMS];
-    for (int i = 0; i < naxes; i++) ax[i] = axes[i];
+    for (int i = 0; i < naxes; i++)
+        ax[i] = axes[i];
     if (naxes) kn_attrs_set_ints(a, "axes", ax, naxes);
     kn_attrs_set_int(a, "keepdim", keepdim);
     return KN_OK;

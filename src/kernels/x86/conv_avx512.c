@@ -91,7 +91,7 @@ static bool run(const float *x, const float *wp, const float *bias, float *y, co
     const int slots = nth < N ? nth : (int)N;
     const int64_t NP = d->OH * d->Wp;
     const size_t per = (size_t)(d->C * d->PS + SLACK + d->O * NP);
-    float *scr = kn__aligned_alloc(per * (size_t)slots * sizeof(float));
+    float *scr = kn__scratch_get(per * (size_t)slots * sizeof(float));
     if (!scr) {
         kn_clear_error();
         return false;
@@ -122,7 +122,7 @@ static bool run(const float *x, const float *wp, const float *bias, float *y, co
             }
         }
     }
-    kn__aligned_free(scr);
+    kn__scratch_put(scr);
     return true;
 }
 
@@ -154,7 +154,7 @@ static bool eligible(const kn_conv_geom *g) {
 /* packs w into [o/8][c][k][o%8] (zeros for o >= O); src(o, c, k) gives the source element */
 static float *pack(const dgeom *d, const float *w, bool rot) {
     const int64_t K2 = d->KH * d->KW;
-    float *wp = kn__aligned_alloc((size_t)(d->OB * 8 * d->C * K2) * sizeof(float));
+    float *wp = kn__scratch_get((size_t)(d->OB * 8 * d->C * K2) * sizeof(float));
     if (!wp) {
         kn_clear_error();
         return NULL;
@@ -175,7 +175,7 @@ bool kn__conv_direct_avx512_fwd(const float *x, const float *w, const float *b, 
     float *wp = pack(&d, w, false);
     if (!wp) return false;
     bool ok = run(x, wp, b, y, &d, g->N);
-    kn__aligned_free(wp);
+    kn__scratch_put(wp);
     return ok;
 }
 
@@ -197,7 +197,7 @@ bool kn__conv_direct_avx512_bwd_data(const float *gy, const float *w, const floa
     float *wp = pack(&d, w, true);
     if (!wp) return false;
     bool ok = run(gy, wp, b, gx, &d, g->N);
-    kn__aligned_free(wp);
+    kn__scratch_put(wp);
     return ok;
 }
 
@@ -245,7 +245,7 @@ bool kn__conv_direct_avx512_bwd_weight(const float *x, const float *gy, float *g
     size_t tot;
     if (!kn__mul_ok(xper + gper, (size_t)g->N, &tot) || tot * sizeof(float) > DW_MAX_BYTES)
         return false;
-    float *buf = kn__aligned_alloc(tot * sizeof(float));
+    float *buf = kn__scratch_get(tot * sizeof(float));
     if (!buf) {
         kn_clear_error();
         return false;
@@ -271,6 +271,6 @@ bool kn__conv_direct_avx512_bwd_weight(const float *x, const float *gy, float *g
     for (int64_t it = 0; it < items; it++)
         dw_item(xall, gall, gw, &d, g->N, NP16, xper, gper, it / (d.C * K2), (it / K2) % d.C,
                 it % K2);
-    kn__aligned_free(buf);
+    kn__scratch_put(buf);
     return true;
 }

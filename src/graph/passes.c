@@ -1,0 +1,349 @@
+/*
+ * passes.c - graph passes that keep results bit-identical to eager mode (dead code and common
+ * subexpression elimination, constant folding, algebraic simplification), conv+batchnorm folding
+ * (which changes rounding: see kn__g_conv_bn), and kn_graph_compile, which runs them in order.
+ *
+ * Every pass rewrites uses and marks nodes dead; kn__g_compact then renumbers. Random and mutating
+ * ops are never removed, merged or folded: removing a dropout would shift the RNG stream of every
+ * later random op, and batch_norm in training mode updates its running statistics.
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "graph/graph_impl.h"
+
+static bool pinned(const kn_gnode *n) {
+    return n->op && (n->op->flags & (KN_OPF_RANDOM | KN_OPF_MUTATES));
+}
+
+kn_status kn__g_dce(kn_graph *g) {
+    bool *live = kn__calloc((size_t)(g->nvals ? g->nvals : 1), sizeof(bool));
+    if (!live) return kn_last_status();
+    for (int i = 0; i < g->noutputs; i++)
+        live[g->outputs[i]] = true;
+    for (int i = g->nnodes - 1; i >= 0; i--) {
+        kn_gnode *n = &g->nodes[i];
+        if (n->dead) continue;
+        bool used = pinned(n);
+        for (int o = 0; o < n->nout && !used; o++)
+            used = live[n->out[o]];
+        if (!used) {
+            n->dead = true;
+            continue;
+        }
+        for (int j = 0; j < n->nin; j++)
+            live[n->in[j]] = true;
+    }
+    kn__free(live);
+    return kn__g_compact(g);
+}
+
+static bool attrs_same(const kn_gnode *a, const kn_gnode *b) {
+    if (a->attrs.n != b->attrs.n || a->sym_attr != b->sym_attr) return false;
+    for (int k = 0; k < a->attrs.n; k++) {
+        const kn_attr *p = &a->attrs.a[k], *q = &b->attrs.a[k];
+        if (strcmp(p->name, q->name) || p->kind != q->kind || p->n != q->n) return false;
+        if (p->kind == KN_ATTR_FLOAT && memcmp(&p->f, &q->f, sizeof p->f)) return false;
+        if (p->kind == KN_ATTR_INTS && memcmp(p->ints, q->ints, sizeof(int64_t) * (size_t)p->n))
+            return false;
+    }
+    return true;
+}
+
+kn_status kn__g_cse(kn_graph *g) {
+    for (int j = 0; j < g->nnodes; j++) {
+        kn_gnode *b = &g->nodes[j];
+        if (b->dead || !b->op || pinned(b)) continue;
+        for (int i = 0; i < j; i++) {
+            kn_gnode *a = &g->nodes[i];
+            if (a->dead || a->op != b->op || a->nin != b->nin || a->nout != b->nout) continue;
+            if (memcmp(a->in, b->in, sizeof(int) * (size_t)a->nin) || !attrs_same(a, b)) continue;
+            for (int o = 0; o < b->nout; o++)
+                kn__g_replace(g, b->out[o], a->out[o]);
+            b->dead = true;
+            break;
+        }
+    }
+    return kn__g_compact(g);
+}
+
+/* A weight the pass may treat as a constant. */
+static bool is_const(const kn_graph *g, int v, bool freeze) {
+    const kn_gval *gv = &g->vals[v];
+    return gv->kind == GV_WEIGHT && (gv->constant || freeze);
+}
+
+static int folded_weight(kn_graph *g, kn_tensor *t) {
+    char name[32];
+    static _Atomic int counter;
+    snprintf(name, sizeof name, "folded_%d", atomic_fetch_add(&counter, 1));
+    return kn__g_add_weight(g, name, t, true);
+}
+
+kn_status kn__g_fold(kn_graph *g, bool freeze) {
+    bool prev = kn_no_grad_begin();
+    kn_status st = KN_OK;
+    for (int i = 0; i < g->nnodes && st == KN_OK; i++) {
+        kn_gnode *n = &g->nodes[i];
+        if (n->dead || !n->op || pinned(n) || n->nin == 0) continue;
+        bool all = true;
+        for (int j = 0; j < n->nin && all; j++)
+            all = is_const(g, n->in[j], freeze);
+        if (!all) continue;
+        kn_tensor *in[KN_MAX_INS], *out[KN_MAX_OUTS] = {0};
+        for (int j = 0; j < n->nin; j++)
+            in[j] = g->vals[n->in[j]].data;
+        kn_scope sc = kn_scope_begin();
+        int k = kn__op_run(n->op, in, n->nin, &n->attrs, out, KN_MAX_OUTS);
+        if (k == n->nout) {
+            for (int o = 0; o < k && st == KN_OK; o++) {
+                /* views of weights are materialised so the constant owns compact bytes */
+                kn_tensor *c = kn__contig(out[o]);
+                int v = c ? folded_weight(g, c) : -1;
+                kn_tensor_free(c);
+                if (v < 0)
+                    st = kn_last_status();
+                else
+                    kn__g_replace(g, n->out[o], v);
+            }
+            n->dead = true;
+        } else if (k < 0) {
+            st = k;
+        }
+        kn_scope_end(sc);
+    }
+    kn_no_grad_end(prev);
+    return st ? st : kn__g_compact(g);
+}
+
+/* ---- algebraic simplification ---- */
+/* Whether weight v is a constant whose every element has exactly the bits of `value` (f32/f64). */
+static bool const_all(const kn_graph *g, int v, double value) {
+    const kn_gval *gv = &g->vals[v];
+    if (gv->kind != GV_WEIGHT || !gv->constant || !kn_dtype_is_float(gv->dtype)) return false;
+    int64_t n = kn__numel(gv->ndim, gv->shape);
+    if (n > 4096) return false;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t idx[KN_MAX_DIMS], r = i;
+        for (int d = gv->ndim - 1; d >= 0; d--)
+            idx[d] = r % gv->shape[d], r /= gv->shape[d];
+        double x = kn_tensor_get(gv->data, idx);
+        if (memcmp(&x, &value, sizeof x) != 0) return false;
+    }
+    return true;
+}
+
+static bool same_shape(const kn_gval *a, const kn_gval *b) {
+    return a->ndim == b->ndim && a->dtype == b->dtype &&
+           memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->ndim) == 0 && a->sym == b->sym;
+}
+
+static bool is_op(const kn_gnode *n, const char *name) {
+    return n->op && strcmp(n->op->name, name) == 0;
+}
+
+/* The value the node's output can be replaced by, or -1. Every rule is exact in IEEE arithmetic:
+ * x*1, x/1 and x-(+0) give x bit for bit (also -0 and NaN); x+0 is NOT simplified (-0+0 = +0). */
+static int simplify_node(kn_graph *g, kn_gnode *n) {
+    const kn_gval *out = &g->vals[n->out[0]];
+    if (n->nout != 1 && !is_op(n, "batch_norm")) return -1;
+    int a = n->nin > 0 ? n->in[0] : -1, b = n->nin > 1 ? n->in[1] : -1;
+    if (is_op(n, "mul")) {
+        if (const_all(g, b, 1.0) && same_shape(&g->vals[a], out)) return a;
+        if (const_all(g, a, 1.0) && same_shape(&g->vals[b], out)) return b;
+    }
+    if (is_op(n, "div") && const_all(g, b, 1.0) && same_shape(&g->vals[a], out)) return a;
+    if (is_op(n, "sub") && const_all(g, b, 0.0) && same_shape(&g->vals[a], out)) return a;
+    if ((is_op(n, "reshape") || is_op(n, "cast") || is_op(n, "clone") || is_op(n, "expand")) &&
+        same_shape(&g->vals[a], out) && !kn__g_is_output(g, n->out[0]))
+        return a;
+    if (is_op(n, "neg") && g->vals[a].kind == GV_NODE) {
+        const kn_gnode *p = &g->nodes[g->vals[a].node];
+        if (!p->dead && is_op(p, "neg")) return p->in[0];
+    }
+    if (is_op(n, "reshape") && g->vals[a].kind == GV_NODE) {
+        /* reshape(reshape(x)) -> reshape(x): rewire in place, keep this node */
+        const kn_gnode *p = &g->nodes[g->vals[a].node];
+        if (!p->dead && is_op(p, "reshape")) n->in[0] = p->in[0];
+    }
+    return -1;
+}
+
+kn_status kn__g_simplify(kn_graph *g) {
+    for (int i = 0; i < g->nnodes; i++) {
+        kn_gnode *n = &g->nodes[i];
+        if (n->dead || !n->op || pinned(n)) continue;
+        int r = simplify_node(g, n);
+        if (r >= 0) {
+            kn__g_replace(g, n->out[0], r);
+            n->dead = true;
+        }
+    }
+    return kn__g_compact(g);
+}
+
+/* ---- conv2d + eval batch_norm -> conv2d with scaled weights and a new bias ----
+ * w'[o] = w[o] * s[o], b'[o] = (b[o] - mean[o]) * s[o] + beta[o], s = gamma / sqrt(var + eps),
+ * computed in f64 and rounded once. This changes rounding (one multiply-add per output instead of
+ * a normalisation after the conv), so it only runs on frozen graphs and is tested with a
+ * tolerance. */
+static kn_status fold_one(kn_graph *g, kn_gnode *conv, kn_gnode *bn) {
+    int64_t flags[4];
+    static const char *names[4] = {"has_mean", "has_var", "has_weight", "has_bias"};
+    int idx = 1, at[4];
+    for (int k = 0; k < 4; k++) {
+        flags[k] = kn__attr_int(&bn->attrs, names[k], 0);
+        at[k] = flags[k] ? bn->in[idx++] : -1;
+    }
+    if (!flags[0] || !flags[1]) return KN_OK;
+    for (int k = 0; k < 4; k++)
+        if (at[k] >= 0 && g->vals[at[k]].kind != GV_WEIGHT) return KN_OK;
+    const kn_gval *w = &g->vals[conv->in[1]];
+    int64_t O = w->shape[0], per = kn__numel(w->ndim, w->shape) / (O ? O : 1);
+    double eps = kn__attr_float(&bn->attrs, "eps", 1e-5);
+    kn_tensor *nw = kn__tensor_alloc(w->dtype, w->ndim, w->shape);
+    kn_tensor *nb = kn__tensor_alloc(w->dtype, 1, &O);
+    double *buf = kn__malloc(sizeof(double) * (size_t)(per * O + 5 * O + 1));
+    kn_status st = nw && nb && buf ? KN_OK : kn_last_status();
+    if (st == KN_OK) {
+        double *wv = buf, *mean = wv + per * O, *var = mean + O, *gam = var + O, *bet = gam + O,
+               *bias = bet + O;
+        st = kn_tensor_read(w->data, KN_F64, wv, sizeof(double) * (size_t)(per * O));
+        kn_tensor *src[4] = {g->vals[at[0]].data, g->vals[at[1]].data,
+                             at[2] >= 0 ? g->vals[at[2]].data : NULL,
+                             at[3] >= 0 ? g->vals[at[3]].data : NULL};
+        double *dst[4] = {mean, var, gam, bet};
+        for (int k = 0; k < 4 && st == KN_OK; k++) {
+            if (src[k])
+                st = kn_tensor_read(src[k], KN_F64, dst[k], sizeof(double) * (size_t)O);
+            else
+                for (int64_t o = 0; o < O; o++)
+                    dst[k][o] = k == 2 ? 1.0 : 0.0;
+        }
+        if (st == KN_OK && conv->nin > 2)
+            st =
+                kn_tensor_read(g->vals[conv->in[2]].data, KN_F64, bias, sizeof(double) * (size_t)O);
+        else
+            for (int64_t o = 0; o < O; o++)
+                bias[o] = 0;
+        for (int64_t o = 0; o < O && st == KN_OK; o++) {
+            double s = gam[o] / sqrt(var[o] + eps);
+            for (int64_t i = 0; i < per; i++)
+                kn__store_f64(w->dtype,
+                              kn__ptr(nw) + (size_t)(o * per + i) * kn_dtype_size(w->dtype),
+                              wv[o * per + i] * s);
+            kn__store_f64(w->dtype, kn__ptr(nb) + (size_t)o * kn_dtype_size(w->dtype),
+                          (bias[o] - mean[o]) * s + bet[o]);
+        }
+    }
+    if (st == KN_OK) {
+        int vw = folded_weight(g, nw), vb = folded_weight(g, nb);
+        int ins[3] = {conv->in[0], vw, vb};
+        int *nin = kn__realloc(conv->in, sizeof ins);
+        if (vw < 0 || vb < 0 || !nin) {
+            st = kn_last_status();
+        } else {
+            conv->in = nin;
+            memcpy(conv->in, ins, sizeof ins);
+            conv->nin = 3;
+            kn__g_replace(g, bn->out[0], conv->out[0]);
+            bn->dead = true;
+        }
+    }
+    kn_tensor_free(nw);
+    kn_tensor_free(nb);
+    kn__free(buf);
+    return st;
+}
+
+kn_status kn__g_conv_bn(kn_graph *g) {
+    int *uses = kn__g_uses(g);
+    if (!uses) return kn_last_status();
+    kn_status st = KN_OK;
+    for (int i = 0; i < g->nnodes && st == KN_OK; i++) {
+        kn_gnode *bn = &g->nodes[i];
+        if (bn->dead || !is_op(bn, "batch_norm") || kn__attr_int(&bn->attrs, "training", 1))
+            continue;
+        int x = bn->in[0];
+        if (g->vals[x].kind != GV_NODE || uses[x] != 1 || uses[bn->out[1]] || uses[bn->out[2]])
+            continue;
+        kn_gnode *conv = &g->nodes[g->vals[x].node];
+        if (conv->dead || !is_op(conv, "conv2d") || g->vals[conv->in[1]].kind != GV_WEIGHT ||
+            (conv->nin > 2 && g->vals[conv->in[2]].kind != GV_WEIGHT))
+            continue;
+        st = fold_one(g, conv, bn);
+    }
+    kn__free(uses);
+    return st ? st : kn__g_compact(g);
+}
+
+/* ---- the pipeline ---- */
+static kn_status restart_from_trace(kn_graph *g) {
+    kn__plan_free_all(g);
+    g->pass_log_len = 0;
+    if (g->pass_log) g->pass_log[0] = 0;
+    if (!g->traced) return (g->traced = kn__g_clone(g)) ? KN_OK : kn_last_status();
+    kn_graph *c = kn__g_clone(g->traced);
+    if (!c) return kn_last_status();
+    /* swap the IR of g with the fresh copy, then free the old IR with the copy */
+    kn_graph tmp = *g;
+#define SWAP(f) (g->f = c->f, c->f = tmp.f)
+    SWAP(vals);
+    SWAP(nvals);
+    SWAP(cap_vals);
+    SWAP(nodes);
+    SWAP(nnodes);
+    SWAP(cap_nodes);
+    SWAP(inputs);
+    SWAP(ninputs);
+    SWAP(outputs);
+    SWAP(noutputs);
+    SWAP(out_names);
+#undef SWAP
+    kn_graph_free(c);
+    return KN_OK;
+}
+
+typedef struct {
+    unsigned bit;
+    const char *name;
+} pass_info;
+
+kn_status kn_graph_compile(kn_graph *g, const kn_compile_opts *opts) {
+    if (!g) return kn__err(KN_EINVAL, "graph_compile: NULL graph");
+    kn_compile_opts o = opts ? *opts : (kn_compile_opts){0};
+    kn_status st = restart_from_trace(g);
+    if (st) return st;
+    g->copts = o;
+    g->compiled = false;
+    static const pass_info order[] = {
+        {KN_PASS_SIMPLIFY, "simplify"}, {KN_PASS_FOLD, "fold"}, {KN_PASS_CONV_BN, "conv_bn"},
+        {KN_PASS_SIMPLIFY, "simplify"}, {KN_PASS_CSE, "cse"},   {KN_PASS_DCE, "dce"},
+        {KN_PASS_FUSE, "fuse"},
+    };
+    kn__g_log(g, "  %-10s %4d nodes\n", "traced", g->nnodes);
+    for (size_t k = 0; k < sizeof order / sizeof order[0]; k++) {
+        unsigned bit = order[k].bit;
+        if (o.disable & bit) {
+            kn__g_log(g, "  %-10s off\n", order[k].name);
+            continue;
+        }
+        switch (bit) {
+        case KN_PASS_SIMPLIFY: st = kn__g_simplify(g); break;
+        case KN_PASS_FOLD: st = kn__g_fold(g, o.freeze); break;
+        case KN_PASS_CONV_BN: st = o.freeze ? kn__g_conv_bn(g) : KN_OK; break;
+        case KN_PASS_CSE: st = kn__g_cse(g); break;
+        case KN_PASS_DCE: st = kn__g_dce(g); break;
+        case KN_PASS_FUSE: st = kn__g_fuse(g, !(o.disable & KN_PASS_EPILOGUE)); break;
+        }
+        if (st) return st;
+        int groups = 0;
+        for (int i = 0; i < g->nnodes; i++)
+            groups += g->nodes[i].op == NULL;
+        kn__g_log(g, "  %-10s %4d nodes", order[k].name, g->nnodes);
+        if (bit == KN_PASS_FUSE) kn__g_log(g, " (%d fused groups)", groups);
+        kn__g_log(g, "\n");
+    }
+    g->compiled = true;
+    return KN_OK;
+}

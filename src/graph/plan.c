@@ -1,0 +1,471 @@
+/*
+ * plan.c - the static memory plan and the executor.
+ *
+ * A plan is built once per batch size: shapes are inferred, every value gets a tensor header,
+ * view ops (reshape when strides allow, permute, expand, slice) are resolved once into headers
+ * sharing their base's storage, and every other result gets a buffer. Buffers get liveness
+ * intervals [defining step, last step that reads it or any view of it] and are packed into one
+ * arena by offset, largest first, at the lowest offset that does not overlap a buffer alive at the
+ * same time (the greedy-by-size strategy of TFLite's arena planner). Elementwise nodes and fused
+ * groups may take over the buffer of an input that dies at that node (in place).
+ *
+ * Running binds the caller's tensors: each input's storage points at the caller's data (views of
+ * it follow, since they share the storage), each output buffer at the caller's output, so a run
+ * copies nothing and allocates nothing (kernels that need scratch take it from kiln's caching
+ * allocator). Outputs that are views or inputs are copied out at the end.
+ */
+#include <stdlib.h>
+
+#include "graph/graph_impl.h"
+
+enum { K_SKIP, K_VIEW, K_COPY, K_OP, K_GROUP };
+
+typedef struct pbuf {
+    int64_t size, off;
+    int def, last;
+    kn_storage *st; /* shared by the values living in this buffer */
+    bool output;    /* bound to the caller's output at run time */
+} pbuf;
+
+struct kn_plan {
+    kn_plan *next;
+    int64_t batch;
+    int nvals, nnodes;
+    kn_tensor **vt;       /* header per value (owned) */
+    int *buf_of;          /* value -> buffer, -1: input, weight or view */
+    int *root;            /* value -> value whose storage it uses (itself for buffers) */
+    uint8_t *kind;        /* per node */
+    kn_attrs *attrs;      /* per node, bound to the batch */
+    kn_tensor **copy_src; /* K_COPY: header of the input's shape over the output's buffer */
+    pbuf *bufs;
+    int nbufs;
+    void **staging; /* per input: a buffer for callers' non-contiguous inputs */
+    void *arena;
+    int64_t arena_bytes;
+};
+
+static void plan_free(kn_plan *p) {
+    if (!p) return;
+    for (int v = 0; v < p->nvals; v++)
+        kn_tensor_free(p->vt ? p->vt[v] : NULL);
+    for (int i = 0; p->copy_src && i < p->nnodes; i++)
+        kn_tensor_free(p->copy_src[i]);
+    for (int i = 0; p->staging && p->staging[i] != (void *)-1; i++)
+        kn__aligned_free(p->staging[i]);
+    kn__aligned_free(p->arena);
+    kn__free(p->vt);
+    kn__free(p->buf_of);
+    kn__free(p->root);
+    kn__free(p->kind);
+    kn__free(p->attrs);
+    kn__free(p->copy_src);
+    kn__free(p->bufs);
+    kn__free(p->staging);
+    kn__free(p);
+}
+
+void kn__plan_free_all(kn_graph *g) {
+    while (g->plans) {
+        kn_plan *n = g->plans->next;
+        plan_free(g->plans);
+        g->plans = n;
+    }
+}
+
+int64_t kn__plan_arena(const kn_plan *p) {
+    return p->arena_bytes;
+}
+
+static int64_t align64(int64_t n) {
+    return (n + 63) & ~(int64_t)63;
+}
+
+static int new_buf(kn_plan *p, kn_tensor *t, int def) {
+    pbuf *b = &p->bufs[p->nbufs];
+    b->size = align64((int64_t)t->storage->nbytes);
+    b->def = b->last = def;
+    b->st = t->storage;
+    return p->nbufs++;
+}
+
+/* In place: node i may write over input value v's buffer (v dies here, same bytes). */
+static int inplace_source(const kn_graph *g, kn_plan *p, const kn_gnode *n, int i, int out,
+                          const int *last_use) {
+    if (g->copts.disable & KN_PASS_INPLACE) return -1;
+    if (n->op && !n->op->pointwise) return -1;
+    for (int j = 0; j < n->nin; j++) {
+        int v = n->in[j], b = p->buf_of[v];
+        if (b < 0 || p->root[v] != v || last_use[v] != i || p->bufs[b].output) continue;
+        const kn_tensor *a = p->vt[v], *o = p->vt[out];
+        if (a->dtype != o->dtype || a->ndim != o->ndim ||
+            memcmp(a->shape, o->shape, sizeof(int64_t) * (size_t)a->ndim) || !kn__is_contiguous(a))
+            continue;
+        /* every other input of the node must not be a view of the same buffer */
+        bool clash = false;
+        for (int k = 0; k < n->nin; k++)
+            clash |= k != j && p->buf_of[p->root[n->in[k]]] == b;
+        if (!clash) return v;
+    }
+    return -1;
+}
+
+static kn_status build(kn_graph *g, kn_plan *p) {
+    int nv = g->nvals, nn = g->nnodes;
+    int64_t(*sh)[KN_MAX_DIMS] = kn__calloc((size_t)nv, sizeof *sh);
+    int *nd = kn__calloc((size_t)nv, sizeof(int));
+    int *last_use = kn__calloc((size_t)nv, sizeof(int));
+    p->nvals = nv;
+    p->nnodes = nn;
+    p->vt = kn__calloc((size_t)nv, sizeof *p->vt);
+    p->buf_of = kn__malloc(sizeof(int) * (size_t)nv);
+    p->root = kn__malloc(sizeof(int) * (size_t)nv);
+    p->kind = kn__calloc((size_t)(nn ? nn : 1), 1);
+    p->attrs = kn__calloc((size_t)(nn ? nn : 1), sizeof *p->attrs);
+    p->copy_src = kn__calloc((size_t)(nn ? nn : 1), sizeof *p->copy_src);
+    p->bufs = kn__calloc((size_t)nv, sizeof *p->bufs);
+    p->staging = kn__calloc((size_t)g->ninputs + 1, sizeof *p->staging);
+    kn_status st = KN_OK;
+    if (!sh || !nd || !last_use || !p->vt || !p->buf_of || !p->root || !p->kind || !p->attrs ||
+        !p->copy_src || !p->bufs || !p->staging) {
+        st = kn_last_status();
+        goto done;
+    }
+    p->staging[g->ninputs] = (void *)-1;
+    if ((st = kn__g_infer(g, p->batch, sh, nd))) goto done;
+    for (int v = 0; v < nv; v++) {
+        p->buf_of[v] = -1;
+        p->root[v] = v;
+        last_use[v] = -1;
+    }
+    for (int i = 0; i < nn; i++)
+        for (int j = 0; j < g->nodes[i].nin; j++)
+            last_use[g->nodes[i].in[j]] = i;
+    /* inputs and weights */
+    for (int v = 0; v < nv; v++) {
+        const kn_gval *gv = &g->vals[v];
+        if (gv->kind == GV_WEIGHT) p->vt[v] = kn_tensor_retain(gv->data);
+        if (gv->kind == GV_INPUT &&
+            !(p->vt[v] = kn__tensor_external(gv->dtype, nd[v], sh[v], NULL)))
+            goto oom;
+    }
+    for (int i = 0; i < g->ninputs; i++) {
+        size_t nb = p->vt[g->inputs[i]]->storage->nbytes;
+        if (!(p->staging[i] = kn__aligned_alloc(nb ? nb : 64))) goto oom;
+    }
+    /* node outputs, in order */
+    for (int i = 0; i < nn; i++) {
+        const kn_gnode *n = &g->nodes[i];
+        kn__g_bind_attrs(n, p->batch, g->batch, &p->attrs[i]);
+        bool view = n->op && (n->op->flags & KN_OPF_VIEW);
+        int64_t vs[KN_MAX_DIMS];
+        if (view && !strcmp(n->op->name, "reshape") &&
+            !kn__view_strides(p->vt[n->in[0]], nd[n->out[0]], sh[n->out[0]], vs))
+            view = false; /* a reshape that must copy: K_COPY below */
+        if (view) {
+            kn_tensor *ins[KN_MAX_INS];
+            for (int j = 0; j < n->nin; j++)
+                ins[j] = p->vt[n->in[j]];
+            kn_opctx c;
+            memset(&c, 0, sizeof c);
+            c.op = n->op;
+            c.nin = n->nin;
+            c.in = ins;
+            c.attrs = &p->attrs[i];
+            c.nout = 1;
+            c.out_dtype[0] = g->vals[n->out[0]].dtype;
+            c.out_ndim[0] = nd[n->out[0]];
+            memcpy(c.out_shape[0], sh[n->out[0]], sizeof c.out_shape[0]);
+            if ((st = n->op->forward(&c))) goto done;
+            p->vt[n->out[0]] = c.out[0];
+            p->root[n->out[0]] = p->root[n->in[0]];
+            p->kind[i] = K_VIEW;
+            int r = p->root[n->in[0]];
+            if (last_use[n->out[0]] > last_use[r]) last_use[r] = last_use[n->out[0]];
+            continue;
+        }
+        p->kind[i] = !n->op ? K_GROUP : (n->op->flags & KN_OPF_VIEW) ? K_COPY : K_OP;
+        for (int o = 0; o < n->nout; o++) {
+            int v = n->out[o];
+            if (!(p->vt[v] = kn__tensor_external(g->vals[v].dtype, nd[v], sh[v], NULL))) goto oom;
+        }
+        int v0 = n->out[0], src = n->nout == 1 ? inplace_source(g, p, n, i, v0, last_use) : -1;
+        for (int o = 0; o < n->nout; o++) {
+            int v = n->out[o];
+            if (o == 0 && src >= 0) {
+                /* share the dying input's storage */
+                kn_storage *s = p->vt[src]->storage;
+                atomic_fetch_add(&s->refcount, 1);
+                kn_storage *mine = p->vt[v]->storage;
+                p->vt[v]->storage = s;
+                kn__free(mine);
+                p->buf_of[v] = p->buf_of[src];
+                continue;
+            }
+            p->buf_of[v] = new_buf(p, p->vt[v], i);
+            p->bufs[p->buf_of[v]].output = kn__g_is_output(g, v);
+        }
+        if (p->kind[i] == K_COPY) {
+            const kn_tensor *x = p->vt[n->in[0]];
+            int64_t cs[KN_MAX_DIMS];
+            kn__contiguous_strides(x->ndim, x->shape, cs);
+            if (!(p->copy_src[i] = kn__tensor_view(p->vt[v0], x->ndim, x->shape, cs, 0))) goto oom;
+        }
+    }
+    /* liveness: a buffer lives until the last read of any value stored in it */
+    for (int v = 0; v < nv; v++) {
+        int r = p->root[v], b = p->buf_of[r];
+        if (b < 0 && p->buf_of[v] >= 0) b = p->buf_of[v];
+        if (b >= 0 && last_use[v] > p->bufs[b].last) p->bufs[b].last = last_use[v];
+        if (b >= 0 && kn__g_is_output(g, v)) p->bufs[b].last = nn;
+    }
+    /* pack: largest first, lowest offset clear of every placed buffer alive at the same time */
+    int *ord = kn__malloc(sizeof(int) * (size_t)(p->nbufs ? p->nbufs : 1));
+    if (!ord) goto oom;
+    for (int k = 0; k < p->nbufs; k++)
+        ord[k] = k;
+    for (int a = 1; a < p->nbufs; a++) /* insertion sort by size, descending (stable) */
+        for (int b = a; b > 0 && p->bufs[ord[b]].size > p->bufs[ord[b - 1]].size; b--) {
+            int t = ord[b];
+            ord[b] = ord[b - 1];
+            ord[b - 1] = t;
+        }
+    int64_t top = 0;
+    for (int k = 0; k < p->nbufs; k++) {
+        pbuf *b = &p->bufs[ord[k]];
+        if (b->output) continue; /* lives in the caller's output tensor */
+        int64_t off = 0;
+        bool moved = true;
+        while (moved) {
+            moved = false;
+            for (int q = 0; q < k; q++) {
+                const pbuf *o = &p->bufs[ord[q]];
+                if (o->output || o->last < b->def || b->last < o->def) continue;
+                if (off < o->off + o->size && o->off < off + b->size) {
+                    off = o->off + o->size;
+                    moved = true;
+                }
+            }
+        }
+        b->off = off;
+        if (off + b->size > top) top = off + b->size;
+    }
+    kn__free(ord);
+    p->arena_bytes = top;
+    if (!(p->arena = kn__aligned_alloc((size_t)(top ? top : 64)))) goto oom;
+    for (int k = 0; k < p->nbufs; k++)
+        if (!p->bufs[k].output) p->bufs[k].st->data = (char *)p->arena + p->bufs[k].off;
+    goto done;
+oom:
+    st = kn_last_status() ? kn_last_status() : KN_ENOMEM;
+done:
+    kn__free(sh);
+    kn__free(nd);
+    kn__free(last_use);
+    return st;
+}
+
+kn_plan *kn__plan_get(kn_graph *g, int64_t batch) {
+    if (g->batch == 0) batch = 0;
+    for (kn_plan *p = g->plans; p; p = p->next)
+        if (p->batch == batch) return p;
+    kn_plan *p = kn__calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->batch = batch;
+    kn_status st = build(g, p);
+    if (st) {
+        plan_free(p);
+        return NULL;
+    }
+    g->plans_built++;
+    if (g->plans_built > 1)
+        kn__log(1, "graph: built a plan for batch %lld (plan %d for this graph)", (long long)batch,
+                g->plans_built);
+    p->next = g->plans;
+    g->plans = p;
+    g->last_arena = p->arena_bytes;
+    return p;
+}
+
+static kn_status run_node(const kn_graph *g, kn_plan *p, int i) {
+    const kn_gnode *n = &g->nodes[i];
+    kn_tensor *ins[KN_MAX_INS];
+    for (int j = 0; j < n->nin; j++)
+        ins[j] = p->vt[n->in[j]];
+    switch (p->kind[i]) {
+    case K_VIEW: return KN_OK;
+    case K_COPY: kn__copy_into(p->copy_src[i], ins[0]); return KN_OK;
+    case K_GROUP: return kn__g_run_group(n, ins, p->vt[n->out[0]]);
+    default: break;
+    }
+    kn_opctx c;
+    memset(&c, 0, sizeof c);
+    c.op = n->op;
+    c.nin = n->nin;
+    c.in = ins;
+    c.attrs = &p->attrs[i];
+    c.nout = n->nout;
+    for (int o = 0; o < n->nout; o++) {
+        kn_tensor *t = p->vt[n->out[o]];
+        c.out[o] = t;
+        c.out_dtype[o] = t->dtype;
+        c.out_ndim[o] = t->ndim;
+        memcpy(c.out_shape[o], t->shape, sizeof c.out_shape[o]);
+    }
+    bool ref = kn__forcing_ref() && n->op->forward_ref;
+    kn_status st = (ref ? n->op->forward_ref : n->op->forward)(&c);
+    if (st) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "%s", kn_last_error());
+        return kn__err(st, "graph: node %d (%s): %s", i, n->op->name, msg);
+    }
+    return KN_OK;
+}
+
+static bool fits(const kn_tensor *t, const kn_tensor *want) {
+    return t->dtype == want->dtype && t->ndim == want->ndim && kn__is_contiguous(t) &&
+           memcmp(t->shape, want->shape, sizeof(int64_t) * (size_t)t->ndim) == 0;
+}
+
+kn_status kn__plan_run(kn_graph *g, kn_plan *p, kn_tensor *const *in, kn_tensor *const *out) {
+    for (int i = 0; i < g->ninputs; i++) {
+        kn_tensor *h = p->vt[g->inputs[i]];
+        if (fits(in[i], h)) {
+            h->storage->data = kn__ptr(in[i]);
+        } else {
+            h->storage->data = p->staging[i];
+            kn__copy_into(h, in[i]);
+        }
+    }
+    /* outputs stored in a buffer of their own are written straight into the caller's tensors */
+    for (int i = 0; i < g->noutputs; i++) {
+        int v = g->outputs[i], b = p->buf_of[v];
+        if (b >= 0 && p->root[v] == v && p->bufs[b].output) p->bufs[b].st->data = kn__ptr(out[i]);
+    }
+    for (int i = 0; i < g->nnodes; i++) {
+        kn_status st = run_node(g, p, i);
+        if (st) return st;
+    }
+    for (int i = 0; i < g->noutputs; i++) {
+        int v = g->outputs[i], b = p->buf_of[v];
+        bool direct = b >= 0 && p->root[v] == v && p->bufs[b].output &&
+                      p->bufs[b].st->data == kn__ptr(out[i]);
+        if (!direct) kn__copy_into(out[i], p->vt[v]);
+    }
+    return KN_OK;
+}
+
+void kn__plan_print(const kn_graph *g, const kn_plan *p, FILE *f) {
+    fprintf(f, "schedule (batch %lld):\n", (long long)(p->batch ? p->batch : g->batch));
+    for (int i = 0; i < g->nnodes; i++) {
+        const kn_gnode *n = &g->nodes[i];
+        const kn_tensor *t = p->vt[n->out[0]];
+        char shape[96];
+        kn__shape_str(shape, sizeof shape, t->ndim, t->shape);
+        int b = p->buf_of[n->out[0]];
+        fprintf(f, "  %3d %-20s -> %-18s", i, kn__g_node_name(n), shape);
+        if (p->kind[i] == K_VIEW)
+            fprintf(f, " view");
+        else if (b >= 0 && p->bufs[b].output)
+            fprintf(f, " caller's output");
+        else if (b >= 0)
+            fprintf(f, " arena [%lld, +%lld)", (long long)p->bufs[b].off,
+                    (long long)p->bufs[b].size);
+        if (!n->op) {
+            fprintf(f, " fused:");
+            for (int k = 0; k < n->nmem; k++)
+                fprintf(f, "%s%s", k ? "," : " ", n->mem[k].op->name);
+            if (n->epilogue_of >= 0) fprintf(f, " (epilogue of %d)", n->epilogue_of);
+        }
+        fprintf(f, "\n");
+    }
+}
+
+/* ---- public run API ---- */
+static kn_status check_inputs(const kn_graph *g, kn_tensor *const *in, int nin, int64_t *batch) {
+    if (!g || (nin && !in)) return kn__err(KN_EINVAL, "graph_run: NULL argument");
+    if (nin != g->ninputs)
+        return kn__err(KN_EINVAL, "graph_run: got %d inputs, the graph takes %d", nin, g->ninputs);
+    *batch = 0;
+    for (int i = 0; i < nin; i++) {
+        const kn_gval *v = &g->vals[g->inputs[i]];
+        if (!in[i]) return kn__err(KN_EINVAL, "graph_run: input %d ('%s') is NULL", i, v->name);
+        if (in[i]->dtype != v->dtype)
+            return kn__err(KN_EDTYPE, "graph_run: input '%s' is %s, the graph expects %s", v->name,
+                           kn_dtype_name(in[i]->dtype), kn_dtype_name(v->dtype));
+        bool ok = in[i]->ndim == v->ndim;
+        for (int d = 0; ok && d < v->ndim; d++)
+            ok = ((v->sym >> d) & 1) ? in[i]->shape[d] >= 1 : in[i]->shape[d] == v->shape[d];
+        if (ok && (v->sym & 1)) {
+            if (*batch && in[i]->shape[0] != *batch) ok = false;
+            *batch = in[i]->shape[0];
+        }
+        if (!ok) {
+            char a[96], b[96];
+            kn_graph_sig s;
+            kn_graph_input(g, i, &s);
+            for (int d = 0; d < s.ndim; d++)
+                if (s.shape[d] < 0) s.shape[d] = 0;
+            return kn__err(KN_ESHAPE, "graph_run: input '%s' has shape %s, the graph expects %s%s",
+                           v->name, kn__shape_str(a, sizeof a, in[i]->ndim, in[i]->shape),
+                           kn__shape_str(b, sizeof b, s.ndim, s.shape),
+                           v->sym ? " (0 = any batch size, the same for every input)" : "");
+        }
+    }
+    return KN_OK;
+}
+
+static kn_plan *prepare(kn_graph *g, kn_tensor *const *in, int nin) {
+    int64_t batch;
+    if (check_inputs(g, in, nin, &batch)) return NULL;
+    if (!g->compiled && kn_graph_compile(g, NULL)) return NULL;
+    kn_plan *p = kn__plan_get(g, batch);
+    if (p) g->last_arena = p->arena_bytes;
+    return p;
+}
+
+kn_status kn_graph_run_into(kn_graph *g, kn_tensor *const *inputs, int nin,
+                            kn_tensor *const *outputs, int nout) {
+    kn_plan *p = prepare(g, inputs, nin);
+    if (!p) return kn_last_status();
+    if (nout != g->noutputs || (nout && !outputs))
+        return kn__err(KN_EINVAL, "graph_run_into: %d outputs given, the graph has %d", nout,
+                       g->noutputs);
+    for (int i = 0; i < nout; i++) {
+        const kn_tensor *want = p->vt[g->outputs[i]];
+        if (!outputs[i] || !fits(outputs[i], want)) {
+            char a[96];
+            return kn__err(KN_ESHAPE,
+                           "graph_run_into: output %d ('%s') must be a contiguous %s tensor of "
+                           "shape %s",
+                           i, g->out_names[i], kn_dtype_name(want->dtype),
+                           kn__shape_str(a, sizeof a, want->ndim, want->shape));
+        }
+    }
+    return kn__plan_run(g, p, inputs, outputs);
+}
+
+int kn_graph_run(kn_graph *g, kn_tensor *const *inputs, int nin, kn_tensor **outputs, int max_out) {
+    kn_plan *p = prepare(g, inputs, nin);
+    if (!p) return kn_last_status();
+    if (!outputs || max_out < g->noutputs)
+        return kn__err(KN_EINVAL, "graph_run: room for %d outputs, the graph has %d", max_out,
+                       g->noutputs);
+    kn_tensor *out[64];
+    if (g->noutputs > 64) return kn__err(KN_ELIMIT, "graph_run: more than 64 outputs");
+    for (int i = 0; i < g->noutputs; i++) {
+        const kn_tensor *w = p->vt[g->outputs[i]];
+        if (!(out[i] = kn__tensor_alloc(w->dtype, w->ndim, w->shape))) {
+            for (int k = 0; k < i; k++)
+                kn_tensor_free(out[k]);
+            return kn_last_status();
+        }
+    }
+    kn_status st = kn__plan_run(g, p, inputs, out);
+    for (int i = 0; i < g->noutputs; i++) {
+        if (st)
+            kn_tensor_free(out[i]);
+        else
+            outputs[i] = kn__scope_adopt(out[i]);
+    }
+    return st ? st : g->noutputs;
+}

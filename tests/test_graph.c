@@ -1,0 +1,234 @@
+/*
+ * test_graph.c - trace, compile and run: graph results equal eager results bit for bit (MLP,
+ * LeNet, fused elementwise chains, every pass switched off in turn), the symbolic batch, the
+ * allocation-free run, guarded tracing, conv+batchnorm folding (with a tolerance), and errors.
+ */
+#include "kn_test.h"
+
+extern uint64_t kn__alloc_count(void);
+
+static kn_module *mlp(void) {
+    kn_module *m[] = {kn_nn_flatten(1, -1), kn_nn_linear(784, 64, true), kn_nn_relu(),
+                      kn_nn_linear(64, 32, true), kn_nn_relu(), kn_nn_linear(32, 10, true)};
+    return kn_nn_sequential(m, 6);
+}
+
+static kn_module *lenet(void) {
+    kn_pool_opts pool = {.kernel = {2, 2}};
+    kn_module *m[] = {kn_nn_conv2d(1, 6, 5, 5, NULL, true), kn_nn_relu(), kn_nn_maxpool2d(&pool),
+                      kn_nn_conv2d(6, 16, 5, 5, NULL, true), kn_nn_relu(), kn_nn_maxpool2d(&pool),
+                      kn_nn_flatten(1, -1), kn_nn_linear(256, 120, true), kn_nn_relu(),
+                      kn_nn_linear(120, 84, true), kn_nn_relu(), kn_nn_linear(84, 10, true)};
+    return kn_nn_sequential(m, 12);
+}
+
+/* bit-exact: same shape and identical bytes */
+static int same_bits(const kn_tensor *a, const kn_tensor *b) {
+    if (!a || !b || kn_tensor_ndim(a) != kn_tensor_ndim(b) ||
+        kn_tensor_numel(a) != kn_tensor_numel(b) || kn_tensor_dtype(a) != kn_tensor_dtype(b))
+        return 0;
+    if (kt_tensor_close("bits", a, b, 0, 0)) return 0;
+    return 1;
+}
+
+static kn_tensor *eager_eval(kn_module *m, kn_tensor *x) {
+    kn_module_train(m, false);
+    bool prev = kn_no_grad_begin();
+    kn_tensor *y = kn_module_forward(m, x);
+    kn_no_grad_end(prev);
+    return y;
+}
+
+static void check_module(kn_module *m, int64_t c, int64_t h, int64_t w) {
+    kn_scope s = kn_scope_begin();
+    int64_t shape[4] = {8, c, h, w};
+    kn_tensor *x = kn_randn(KN_F32, 4, shape);
+    kn_graph *g = kn_trace_module(m, x);
+    KT_NOTNULL(g);
+    KT_OK(kn_graph_compile(g, NULL));
+    int64_t batches[] = {8, 1, 64, 3};
+    for (int i = 0; i < 4; i++) {
+        shape[0] = batches[i];
+        kn_tensor *xi = kn_randn(KN_F32, 4, shape), *y = NULL;
+        KT_EQ_INT(1, kn_graph_run(g, &xi, 1, &y, 1));
+        KT_TRUE(same_bits(y, eager_eval(m, xi)));
+    }
+    kn_graph_stats st;
+    KT_OK(kn_graph_stats_get(g, &st));
+    KT_EQ_INT(4, st.plans_built); /* one per batch size, counted */
+    KT_TRUE(st.fused_groups > 0);
+    /* every pass off in turn gives the same bits */
+    shape[0] = 5;
+    kn_tensor *x5 = kn_randn(KN_F32, 4, shape), *ref = eager_eval(m, x5);
+    for (unsigned bit = 1; bit < KN_PASS_ALL; bit <<= 1) {
+        kn_compile_opts o = {.disable = bit};
+        KT_OK(kn_graph_compile(g, &o));
+        kn_tensor *y = NULL;
+        KT_EQ_INT(1, kn_graph_run(g, &x5, 1, &y, 1));
+        if (!same_bits(y, ref)) KT_FAIL("pass bit %u off changes the result", bit);
+    }
+    kn_graph_free(g);
+    kn_scope_end(s);
+}
+
+static void test_mlp_bit_exact(void) {
+    kn_manual_seed(1);
+    kn_module *m = mlp();
+    check_module(m, 1, 28, 28);
+    kn_module_free(m);
+}
+
+static void test_lenet_bit_exact(void) {
+    kn_manual_seed(2);
+    kn_module *m = lenet();
+    check_module(m, 1, 28, 28);
+    kn_module_free(m);
+}
+
+/* a chain of elementwise ops with broadcasting and a scalar */
+static int chain_fn(void *user, kn_tensor *const *in, int nin, kn_tensor **out, int max_out) {
+    kn_tensor *x = in[0], *b = in[1];
+    kn_tensor *t = kn_add(kn_mul_scalar(x, 2.0), b);
+    t = kn_mul(kn_gelu(t, false), kn_sigmoid(x));
+    t = kn_sub(kn_tanh(t), kn_exp(kn_neg(kn_abs(x))));
+    out[0] = kn_relu(t);
+    out[1] = kn_sum(t, (int[]){1}, 1, false);
+    return 2;
+}
+
+static void test_fused_chain_bit_exact(void) {
+    kn_scope s = kn_scope_begin();
+    kn_manual_seed(3);
+    int64_t sx[2] = {33, 1000}, sb[1] = {1000};
+    kn_tensor *in[2] = {kn_randn(KN_F32, 2, sx), kn_randn(KN_F32, 1, sb)};
+    kn_graph *g = kn_trace(chain_fn, NULL, in, 2, NULL);
+    KT_NOTNULL(g);
+    kn_graph_stats st;
+    KT_OK(kn_graph_stats_get(g, &st));
+    KT_TRUE(st.fused_groups >= 1);
+    KT_TRUE(st.nodes < st.traced_nodes);
+    int64_t sizes[] = {33, 1, 200}; /* 200 x 1000 runs in parallel chunks */
+    for (int k = 0; k < 3; k++) {
+        sx[0] = sizes[k];
+        kn_tensor *xi[2] = {kn_randn(KN_F32, 2, sx), in[1]};
+        kn_tensor *e[2], *y[2];
+        KT_EQ_INT(2, chain_fn(NULL, xi, 2, e, 2));
+        KT_EQ_INT(2, kn_graph_run(g, xi, 2, y, 2));
+        KT_TRUE(same_bits(y[0], e[0]));
+        KT_TRUE(same_bits(y[1], e[1]));
+    }
+    kn_graph_free(g);
+    kn_scope_end(s);
+}
+
+static void test_no_allocation_per_run(void) {
+    kn_scope s = kn_scope_begin();
+    kn_manual_seed(4);
+    kn_module *ms[2] = {mlp(), lenet()};
+    for (int k = 0; k < 2; k++) {
+        int64_t shape[4] = {16, 1, 28, 28};
+        kn_tensor *x = kn_randn(KN_F32, 4, shape);
+        kn_graph *g = kn_trace_module(ms[k], x);
+        KT_NOTNULL(g);
+        kn_tensor *y = kn_zeros(KN_F32, 2, (int64_t[]){16, 10});
+        KT_OK(kn_graph_run_into(g, &x, 1, &y, 1)); /* builds the plan */
+        uint64_t before = kn__alloc_count();
+        for (int r = 0; r < 5; r++)
+            KT_OK(kn_graph_run_into(g, &x, 1, &y, 1));
+        KT_EQ_INT(0, kn__alloc_count() - before);
+        KT_TRUE(same_bits(y, eager_eval(ms[k], x)));
+        kn_graph_free(g);
+        kn_module_free(ms[k]);
+    }
+    kn_scope_end(s);
+}
+
+/* branches on a value read on the host: positive sums take relu, others neg */
+static int branchy(void *user, kn_tensor *const *in, int nin, kn_tensor **out, int max_out) {
+    kn_tensor *s = kn_sum(in[0], NULL, 0, false);
+    out[0] = kn_item(s) > 0 ? kn_relu(in[0]) : kn_neg(in[0]);
+    return 1;
+}
+
+static void test_trace_check_catches_branch(void) {
+    kn_scope s = kn_scope_begin();
+    kn_tensor *pos = kn_full(KN_F32, 2, (int64_t[]){2, 3}, 1.0);
+    kn_tensor *neg = kn_full(KN_F32, 2, (int64_t[]){2, 3}, -1.0);
+    kn_tensor *pos2 = kn_full(KN_F32, 2, (int64_t[]){2, 3}, 2.0);
+    kn_graph *g = kn_trace(branchy, NULL, &pos, 1, NULL);
+    KT_NOTNULL(g);
+    KT_EQ_INT(1, kn_graph_host_reads(g));
+    KT_OK(kn_trace_check(g, branchy, NULL, &pos2, 1)); /* same path: accepted */
+    KT_STATUS(KN_EMISUSE, kn_trace_check(g, branchy, NULL, &neg, 1));
+    KT_TRUE(strstr(kn_last_error(), "node 1 is 'relu'") != NULL);
+    KT_TRUE(strstr(kn_last_error(), "kn_item") != NULL);
+    kn_graph_free(g);
+    kn_scope_end(s);
+}
+
+static kn_tensor *bn_fwd(kn_module *m, kn_tensor *x) {
+    return kn_module_forward(kn_module_child(m, "0"), x);
+}
+
+static void test_conv_bn_fold(void) {
+    kn_scope s = kn_scope_begin();
+    kn_manual_seed(5);
+    kn_module *m[] = {kn_nn_conv2d(3, 8, 3, 3, NULL, true), kn_nn_batchnorm2d(8, 1e-5, 0.1),
+                      kn_nn_relu()};
+    kn_module *net = kn_nn_sequential(m, 3);
+    (void)bn_fwd;
+    /* give the running statistics values */
+    kn_module *bn = kn_module_child(net, "1");
+    kn_init_uniform_(kn_module_buffer(bn, "running_mean"), -0.5, 0.5);
+    kn_init_uniform_(kn_module_buffer(bn, "running_var"), 0.5, 2.0);
+    kn_init_uniform_(kn_module_param(bn, "weight"), 0.5, 1.5);
+    kn_init_uniform_(kn_module_param(bn, "bias"), -0.5, 0.5);
+    kn_tensor *x = kn_randn(KN_F32, 4, (int64_t[]){4, 3, 12, 12});
+    kn_graph *g = kn_trace_module(net, x);
+    KT_NOTNULL(g);
+    KT_OK(kn_graph_compile(g, &(kn_compile_opts){.freeze = true}));
+    kn_graph_stats st;
+    KT_OK(kn_graph_stats_get(g, &st));
+    KT_EQ_INT(2, st.nodes); /* conv2d + its relu epilogue; batch_norm is gone */
+    kn_tensor *y = NULL;
+    KT_EQ_INT(1, kn_graph_run(g, &x, 1, &y, 1));
+    KT_CLOSE(y, eager_eval(net, x), 1e-5, 1e-5);
+    kn_graph_free(g);
+    kn_module_free(net);
+    kn_scope_end(s);
+}
+
+static void test_bad_inputs(void) {
+    kn_scope s = kn_scope_begin();
+    kn_module *m = mlp();
+    kn_tensor *x = kn_randn(KN_F32, 4, (int64_t[]){2, 1, 28, 28}), *y = NULL;
+    kn_graph *g = kn_trace_module(m, x);
+    KT_NOTNULL(g);
+    kn_tensor *bad = kn_randn(KN_F32, 4, (int64_t[]){2, 1, 28, 27});
+    KT_EQ_INT(KN_ESHAPE, kn_graph_run(g, &bad, 1, &y, 1));
+    KT_TRUE(strstr(kn_last_error(), "input 'input' has shape (2, 1, 28, 27)") != NULL);
+    kn_tensor *i64 = kn_zeros(KN_I64, 4, (int64_t[]){2, 1, 28, 28});
+    KT_EQ_INT(KN_EDTYPE, kn_graph_run(g, &i64, 1, &y, 1));
+    KT_EQ_INT(KN_EINVAL, kn_graph_run(g, NULL, 0, &y, 1));
+    kn_tensor *small = kn_zeros(KN_F32, 2, (int64_t[]){2, 9});
+    KT_STATUS(KN_ESHAPE, kn_graph_run_into(g, &x, 1, &small, 1));
+    /* a non-contiguous input is copied, not refused */
+    kn_tensor *big = kn_randn(KN_F32, 4, (int64_t[]){2, 1, 28, 56});
+    kn_tensor *nc = kn_slice(big, 3, 0, 56, 2);
+    KT_EQ_INT(1, kn_graph_run(g, &nc, 1, &y, 1));
+    KT_TRUE(same_bits(y, eager_eval(m, nc)));
+    kn_graph_free(g);
+    kn_module_free(m);
+    kn_scope_end(s);
+}
+
+int main(void) {
+    KT_RUN(test_mlp_bit_exact);
+    KT_RUN(test_lenet_bit_exact);
+    KT_RUN(test_fused_chain_bit_exact);
+    KT_RUN(test_no_allocation_per_run);
+    KT_RUN(test_trace_check_catches_branch);
+    KT_RUN(test_conv_bn_fold);
+    KT_RUN(test_bad_inputs);
+    return kt_finish();
+}
