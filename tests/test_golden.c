@@ -32,7 +32,7 @@
 
 #define GOLDEN_MAGIC "KILN-GOLDEN"
 #define GOLDEN_VERSION 1
-#define MAXT 16   /* inputs / outputs per case */
+#define MAXT 16 /* inputs / outputs per case */
 #define MSGLEN 512
 
 /* Golden tolerances (|got - want| <= atol + rtol * |want|). f64 is the exact-math check: kiln and
@@ -92,7 +92,8 @@ static uint32_t crc32_buf(const unsigned char *p, size_t n) {
     uint32_t c = 0xFFFFFFFFu;
     for (size_t i = 0; i < n; i++) {
         c ^= p[i];
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
     }
     return c ^ 0xFFFFFFFFu;
 }
@@ -112,9 +113,12 @@ static bool dtype_from_name(const char *s, kn_dtype *dt) {
 
 static size_t esize(kn_dtype dt) {
     switch (dt) {
-    case KN_F64: case KN_I64: return 8;
-    case KN_F32: case KN_I32: return 4;
-    case KN_F16: case KN_BF16: return 2;
+    case KN_F64:
+    case KN_I64: return 8;
+    case KN_F32:
+    case KN_I32: return 4;
+    case KN_F16:
+    case KN_BF16: return 2;
     default: return 1;
     }
 }
@@ -129,9 +133,21 @@ static double half_to_double(uint16_t h) {
 static double raw_at(kn_dtype dt, const unsigned char *p, int64_t j) {
     const unsigned char *q = p + (size_t)j * esize(dt);
     switch (dt) {
-    case KN_F32: { float v; memcpy(&v, q, 4); return v; }
-    case KN_F64: { double v; memcpy(&v, q, 8); return v; }
-    case KN_F16: { uint16_t v; memcpy(&v, q, 2); return half_to_double(v); }
+    case KN_F32: {
+        float v;
+        memcpy(&v, q, 4);
+        return v;
+    }
+    case KN_F64: {
+        double v;
+        memcpy(&v, q, 8);
+        return v;
+    }
+    case KN_F16: {
+        uint16_t v;
+        memcpy(&v, q, 2);
+        return half_to_double(v);
+    }
     case KN_BF16: {
         uint16_t v;
         memcpy(&v, q, 2);
@@ -143,8 +159,16 @@ static double raw_at(kn_dtype dt, const unsigned char *p, int64_t j) {
     case KN_I8: return (int8_t)q[0];
     case KN_U8: return q[0];
     case KN_BOOL: return q[0] != 0;
-    case KN_I32: { int32_t v; memcpy(&v, q, 4); return v; }
-    case KN_I64: { int64_t v; memcpy(&v, q, 8); return (double)v; }
+    case KN_I32: {
+        int32_t v;
+        memcpy(&v, q, 4);
+        return v;
+    }
+    case KN_I64: {
+        int64_t v;
+        memcpy(&v, q, 8);
+        return (double)v;
+    }
     default: return NAN;
     }
 }
@@ -200,8 +224,10 @@ static bool fixture_open(fixture *fx, char *msg) {
         }
     }
     if (!dir[0]) {
-        msgf(msg, "fixture tests/golden/ops.json not found (KILN_SOURCE_DIR=%s, cwd tried); "
-                  "regenerate with /usr/bin/python3 tools/gen_ref.py", src ? src : "unset");
+        msgf(msg,
+             "fixture tests/golden/ops.json not found (KILN_SOURCE_DIR=%s, cwd tried); "
+             "regenerate with /usr/bin/python3 tools/gen_ref.py",
+             src ? src : "unset");
         return false;
     }
     snprintf(path, sizeof(path), "%s/ops.json", dir);
@@ -216,8 +242,9 @@ static bool fixture_open(fixture *fx, char *msg) {
     if (!fx->root || json_tokener_get_error(tok) != json_tokener_success) {
         enum json_tokener_error je = tok ? json_tokener_get_error(tok) : json_tokener_success;
         msgf(msg, "%s: not valid JSON (%s)", path,
-             !tok ? "out of memory" : je == json_tokener_continue ? "truncated"
-                                                               : json_tokener_error_desc(je));
+             !tok                          ? "out of memory"
+             : je == json_tokener_continue ? "truncated"
+                                           : json_tokener_error_desc(je));
         if (fx->root) json_object_put(fx->root);
         fx->root = NULL;
     }
@@ -299,8 +326,8 @@ static bool parse_tensor(const fixture *fx, json_object *j, tdesc *t, bool is_in
     t->numel = numel;
     int64_t o = json_object_get_int64(off);
     if (o < 0 || (size_t)o > fx->bin_size || (size_t)numel * esize(t->dt) > fx->bin_size - o) {
-        msgf(msg, "fixture: %s: data [%lld, +%lld elements) outside ops.bin", what,
-             (long long)o, (long long)numel);
+        msgf(msg, "fixture: %s: data [%lld, +%lld elements) outside ops.bin", what, (long long)o,
+             (long long)numel);
         return false;
     }
     t->data = fx->bin + o;
@@ -376,8 +403,8 @@ static bool parse_case(const fixture *fx, json_object *j, gcase *c, char *msg) {
             !parse_list(fx, gs, c->g, &ng, false, msg, "grads"))
             return false;
         if (nw != c->nout || ng != c->nin) {
-            msgf(msg, "fixture: %d weights for %d outputs, %d grads for %d inputs", nw, c->nout,
-                 ng, c->nin);
+            msgf(msg, "fixture: %d weights for %d outputs, %d grads for %d inputs", nw, c->nout, ng,
+                 c->nin);
             return false;
         }
         for (int i = 0; i < c->nin; i++)
@@ -431,13 +458,15 @@ static int p_ints(const actx *a, const char *k, int64_t *out, int max) {
     if (!v || !json_object_is_type(v, json_type_array)) return 0;
     int n = (int)json_object_array_length(v);
     if (n > max) n = max;
-    for (int i = 0; i < n; i++) out[i] = json_object_get_int64(json_object_array_get_idx(v, i));
+    for (int i = 0; i < n; i++)
+        out[i] = json_object_get_int64(json_object_array_get_idx(v, i));
     return n;
 }
 static int p_axes(const actx *a, int *axes) {
     int64_t v[KN_MAX_DIMS];
     int n = p_ints(a, "axes", v, KN_MAX_DIMS);
-    for (int i = 0; i < n; i++) axes[i] = (int)v[i];
+    for (int i = 0; i < n; i++)
+        axes[i] = (int)v[i];
     return n;
 }
 static kn_dtype p_dtype(const actx *a) {
@@ -447,20 +476,19 @@ static kn_dtype p_dtype(const actx *a) {
 }
 static kn_reduction p_red(const actx *a) {
     const char *r = p_str(a, "reduction");
-    return !strcmp(r, "sum") ? KN_REDUCE_SUM : !strcmp(r, "none") ? KN_REDUCE_NONE
-                                                                  : KN_REDUCE_MEAN;
+    return !strcmp(r, "sum") ? KN_REDUCE_SUM : !strcmp(r, "none") ? KN_REDUCE_NONE : KN_REDUCE_MEAN;
 }
 
-#define RET1(expr)                                                                             \
-    do {                                                                                       \
-        out[0] = (expr);                                                                       \
-        return out[0] ? 1 : -1;                                                                \
+#define RET1(expr)                                                                                 \
+    do {                                                                                           \
+        out[0] = (expr);                                                                           \
+        return out[0] ? 1 : -1;                                                                    \
     } while (0)
-#define RETST(st, t)                                                                           \
-    do {                                                                                       \
-        if ((st) != KN_OK) return -1;                                                          \
-        out[0] = (t);                                                                          \
-        return 1;                                                                              \
+#define RETST(st, t)                                                                               \
+    do {                                                                                           \
+        if ((st) != KN_OK) return -1;                                                              \
+        out[0] = (t);                                                                              \
+        return 1;                                                                                  \
     } while (0)
 
 typedef kn_tensor *(*un_fn)(kn_tensor *);
@@ -482,7 +510,9 @@ static int ad_unary(const actx *a, anyfn fn, kn_tensor **out, int max_out) {
 static int ad_binary(const actx *a, anyfn fn, kn_tensor **out, int max_out) {
     RET1(((bin_fn)fn)(IN(a, "a"), IN(a, "b")));
 }
-static int ad_clone(const actx *a, anyfn fn, kn_tensor **out, int m) { RET1(kn_clone(X)); }
+static int ad_clone(const actx *a, anyfn fn, kn_tensor **out, int m) {
+    RET1(kn_clone(X));
+}
 static int ad_contiguous(const actx *a, anyfn fn, kn_tensor **out, int m) {
     RET1(kn_contiguous(X));
 }
@@ -503,7 +533,8 @@ static int ad_transpose(const actx *a, anyfn fn, kn_tensor **out, int m) {
 static int ad_permute(const actx *a, anyfn fn, kn_tensor **out, int m) {
     int64_t d[KN_MAX_DIMS];
     int dims[KN_MAX_DIMS] = {0}, n = p_ints(a, "dims", d, KN_MAX_DIMS);
-    for (int i = 0; i < n; i++) dims[i] = (int)d[i];
+    for (int i = 0; i < n; i++)
+        dims[i] = (int)d[i];
     RET1(kn_permute(X, dims));
 }
 static int ad_squeeze(const actx *a, anyfn fn, kn_tensor **out, int m) {
@@ -518,8 +549,8 @@ static int ad_expand(const actx *a, anyfn fn, kn_tensor **out, int m) {
     RET1(kn_expand(X, n, s));
 }
 static int ad_slice(const actx *a, anyfn fn, kn_tensor **out, int m) {
-    RET1(kn_slice(X, (int)p_int(a, "dim", 0), p_int(a, "start", 0),
-                  p_int(a, "end", KN_SLICE_END), p_int(a, "step", 1)));
+    RET1(kn_slice(X, (int)p_int(a, "dim", 0), p_int(a, "start", 0), p_int(a, "end", KN_SLICE_END),
+                  p_int(a, "step", 1)));
 }
 static int ad_leaky_relu(const actx *a, anyfn fn, kn_tensor **out, int m) {
     RET1(kn_leaky_relu(X, p_f(a, "negative_slope", 0.01)));
@@ -743,43 +774,131 @@ typedef struct opent {
     int passed, failed;
 } opent;
 
-#define U(name) {#name, ad_unary, (anyfn)kn_##name, 0, 0, 0}
-#define B(name) {#name, ad_binary, (anyfn)kn_##name, 0, 0, 0}
-#define A(name) {#name, ad_##name, NULL, 0, 0, 0}
-#define AF(name, ad, fn) {#name, ad, (anyfn)fn, 0, 0, 0}
+#define U(name)                                                                                    \
+    { #name, ad_unary, (anyfn)kn_##name, 0, 0, 0 }
+#define B(name)                                                                                    \
+    { #name, ad_binary, (anyfn)kn_##name, 0, 0, 0 }
+#define A(name)                                                                                    \
+    { #name, ad_##name, NULL, 0, 0, 0 }
+#define AF(name, ad, fn)                                                                           \
+    { #name, ad, (anyfn)fn, 0, 0, 0 }
 
 static opent g_ops[] = {
-    A(clone), A(contiguous), A(cast), A(reshape), A(flatten), A(transpose), A(permute),
-    A(squeeze), A(unsqueeze), A(expand), A(slice),
-    U(neg), U(abs), U(sign), U(exp), U(log), U(log1p), U(sqrt), U(rsqrt), U(square), U(sin),
-    U(cos), U(tanh), U(sigmoid), U(relu), U(relu6), A(leaky_relu), A(elu), A(gelu), U(silu),
-    A(softplus), U(erf), U(reciprocal), U(floor), U(ceil), U(round), U(logical_not),
-    B(add), B(sub), B(mul), B(div), B(pow), B(maximum), B(minimum), B(eq), B(ne), B(lt), B(le),
-    B(gt), B(ge), B(logical_and), B(logical_or), A(where), A(clamp), A(add_scalar),
-    A(mul_scalar), A(pow_scalar),
-    AF(sum, ad_reduce, kn_sum), AF(mean, ad_reduce, kn_mean), AF(prod, ad_reduce, kn_prod),
-    AF(amax, ad_reduce, kn_amax), AF(amin, ad_reduce, kn_amin),
+    A(clone),
+    A(contiguous),
+    A(cast),
+    A(reshape),
+    A(flatten),
+    A(transpose),
+    A(permute),
+    A(squeeze),
+    A(unsqueeze),
+    A(expand),
+    A(slice),
+    U(neg),
+    U(abs),
+    U(sign),
+    U(exp),
+    U(log),
+    U(log1p),
+    U(sqrt),
+    U(rsqrt),
+    U(square),
+    U(sin),
+    U(cos),
+    U(tanh),
+    U(sigmoid),
+    U(relu),
+    U(relu6),
+    A(leaky_relu),
+    A(elu),
+    A(gelu),
+    U(silu),
+    A(softplus),
+    U(erf),
+    U(reciprocal),
+    U(floor),
+    U(ceil),
+    U(round),
+    U(logical_not),
+    B(add),
+    B(sub),
+    B(mul),
+    B(div),
+    B(pow),
+    B(maximum),
+    B(minimum),
+    B(eq),
+    B(ne),
+    B(lt),
+    B(le),
+    B(gt),
+    B(ge),
+    B(logical_and),
+    B(logical_or),
+    A(where),
+    A(clamp),
+    A(add_scalar),
+    A(mul_scalar),
+    A(pow_scalar),
+    AF(sum, ad_reduce, kn_sum),
+    AF(mean, ad_reduce, kn_mean),
+    AF(prod, ad_reduce, kn_prod),
+    AF(amax, ad_reduce, kn_amax),
+    AF(amin, ad_reduce, kn_amin),
     AF(logsumexp, ad_reduce, kn_logsumexp),
-    AF(max_dim, ad_dimred, kn_max_dim), AF(min_dim, ad_dimred, kn_min_dim),
-    AF(argmax, ad_argred, kn_argmax), AF(argmin, ad_argred, kn_argmin),
-    AF(var, ad_var, kn_var), AF(std, ad_var, kn_std), A(norm),
-    B(matmul), A(linear),
+    AF(max_dim, ad_dimred, kn_max_dim),
+    AF(min_dim, ad_dimred, kn_min_dim),
+    AF(argmax, ad_argred, kn_argmax),
+    AF(argmin, ad_argred, kn_argmin),
+    AF(var, ad_var, kn_var),
+    AF(std, ad_var, kn_std),
+    A(norm),
+    B(matmul),
+    A(linear),
     /* conv2d_bigger sums 144 (forward) to 288 (input grad) products of N(0,1) values, so f32
      * rounding alone reaches ~3e-5 absolute on results near 0: 4x the default tolerance. */
-    A(conv1d), {"conv2d", ad_conv2d, NULL, 4, 0, 0}, A(conv_transpose2d), A(max_pool2d),
-    A(avg_pool2d), A(adaptive_avg_pool2d), U(global_avg_pool2d),
-    A(batch_norm), A(layer_norm), A(group_norm), AF(softmax, ad_softmax, kn_softmax),
+    A(conv1d),
+    {"conv2d", ad_conv2d, NULL, 4, 0, 0},
+    A(conv_transpose2d),
+    A(max_pool2d),
+    A(avg_pool2d),
+    A(adaptive_avg_pool2d),
+    U(global_avg_pool2d),
+    A(batch_norm),
+    A(layer_norm),
+    A(group_norm),
+    AF(softmax, ad_softmax, kn_softmax),
     AF(log_softmax, ad_softmax, kn_log_softmax),
-    AF(cross_entropy, ad_cls_loss, kn_cross_entropy), AF(nll_loss, ad_cls_loss, kn_nll_loss),
-    AF(mse_loss, ad_pair_loss, kn_mse_loss), AF(l1_loss, ad_pair_loss, kn_l1_loss),
+    AF(cross_entropy, ad_cls_loss, kn_cross_entropy),
+    AF(nll_loss, ad_cls_loss, kn_nll_loss),
+    AF(mse_loss, ad_pair_loss, kn_mse_loss),
+    AF(l1_loss, ad_pair_loss, kn_l1_loss),
     AF(smooth_l1_loss, ad_smooth_l1, NULL),
     AF(binary_cross_entropy, ad_pair_loss, kn_binary_cross_entropy),
     AF(binary_cross_entropy_with_logits, ad_pair_loss, kn_binary_cross_entropy_with_logits),
-    A(embedding), AF(concat, ad_join, kn_concat), AF(stack, ad_join, kn_stack), A(split),
-    A(chunk), A(gather), A(scatter_add), A(index_select), A(pad), A(repeat),
-    AF(tril, ad_tri, kn_tril), AF(triu, ad_tri, kn_triu), A(one_hot),
-    A(copy_), A(fill_), A(zero_), A(add_), A(mul_scalar_),
-    A(arange), A(linspace), A(eye), A(autograd_basics),
+    A(embedding),
+    AF(concat, ad_join, kn_concat),
+    AF(stack, ad_join, kn_stack),
+    A(split),
+    A(chunk),
+    A(gather),
+    A(scatter_add),
+    A(index_select),
+    A(pad),
+    A(repeat),
+    AF(tril, ad_tri, kn_tril),
+    AF(triu, ad_tri, kn_triu),
+    A(one_hot),
+    A(copy_),
+    A(fill_),
+    A(zero_),
+    A(add_),
+    A(mul_scalar_),
+    A(arange),
+    A(linspace),
+    A(eye),
+    A(autograd_basics),
 };
 
 static opent *find_op(const char *name) {
@@ -792,12 +911,36 @@ static opent *find_op(const char *name) {
 /* a value that stands out in the gaps of a "stride" input (a kernel reading them is wrong) */
 static void filler(kn_dtype dt, unsigned char *p) {
     switch (dt) {
-    case KN_F32: { float v = 1000.5f; memcpy(p, &v, 4); break; }
-    case KN_F64: { double v = 1000.5; memcpy(p, &v, 8); break; }
-    case KN_F16: { uint16_t v = 0x63D1; memcpy(p, &v, 2); break; } /* 1000.5 */
-    case KN_BF16: { uint16_t v = 0x447A; memcpy(p, &v, 2); break; } /* 1000 */
-    case KN_I32: { int32_t v = 77; memcpy(p, &v, 4); break; }
-    case KN_I64: { int64_t v = 77; memcpy(p, &v, 8); break; }
+    case KN_F32: {
+        float v = 1000.5f;
+        memcpy(p, &v, 4);
+        break;
+    }
+    case KN_F64: {
+        double v = 1000.5;
+        memcpy(p, &v, 8);
+        break;
+    }
+    case KN_F16: {
+        uint16_t v = 0x63D1;
+        memcpy(p, &v, 2);
+        break;
+    } /* 1000.5 */
+    case KN_BF16: {
+        uint16_t v = 0x447A;
+        memcpy(p, &v, 2);
+        break;
+    } /* 1000 */
+    case KN_I32: {
+        int32_t v = 77;
+        memcpy(p, &v, 4);
+        break;
+    }
+    case KN_I64: {
+        int64_t v = 77;
+        memcpy(p, &v, 8);
+        break;
+    }
     case KN_BOOL: p[0] = 1; break;
     default: p[0] = 77; break;
     }
@@ -835,7 +978,8 @@ static kn_tensor *build_input(const tdesc *t, bool want_grad, kn_tensor **leaf) 
         size_t total = (size_t)(outer * 2 * n);
         unsigned char *buf = malloc(total * es + 1);
         if (!buf) return NULL;
-        for (size_t k = 0; k < total; k++) filler(t->dt, buf + k * es);
+        for (size_t k = 0; k < total; k++)
+            filler(t->dt, buf + k * es);
         for (int64_t o = 0; o < outer; o++)
             for (int64_t j = 0; j < n; j++)
                 memcpy(buf + (size_t)(o * 2 * n + 2 * j) * es, t->data + (size_t)(o * n + j) * es,
@@ -891,9 +1035,11 @@ static bool close_vals(const char *what, const double *got, const double *want, 
         }
     }
     if (!bad) return true;
-    msgf(msg, "%s: [%lld] got %.9g want %.9g (%lld of %lld differ, max |diff| %.3g, atol %g "
-              "rtol %g)", what, (long long)first, got[first], want[first], (long long)bad,
-         (long long)n, maxd, atol, rtol);
+    msgf(msg,
+         "%s: [%lld] got %.9g want %.9g (%lld of %lld differ, max |diff| %.3g, atol %g "
+         "rtol %g)",
+         what, (long long)first, got[first], want[first], (long long)bad, (long long)n, maxd, atol,
+         rtol);
     return false;
 }
 
@@ -934,7 +1080,8 @@ static bool check_tensor(const char *what, kn_tensor *got, const tdesc *want, do
     double *w = malloc(sizeof(double) * (size_t)(want->numel ? want->numel : 1));
     bool ok = g && w;
     if (ok) {
-        for (int64_t i = 0; i < want->numel; i++) w[i] = raw_at(want->dt, want->data, i);
+        for (int64_t i = 0; i < want->numel; i++)
+            w[i] = raw_at(want->dt, want->data, i);
         double atol, rtol;
         tols(want->dt, false, scale, &atol, &rtol);
         ok = close_vals(what, g, w, want->numel, atol, rtol, msg);
@@ -954,7 +1101,8 @@ typedef struct runres {
 } runres;
 
 static void runres_free(runres *r) {
-    for (int i = 0; i < MAXT; i++) free(r->vals[i]);
+    for (int i = 0; i < MAXT; i++)
+        free(r->vals[i]);
     memset(r, 0, sizeof(*r));
 }
 
@@ -1009,8 +1157,10 @@ static bool run_once(const gcase *c, const opent *e, bool ref, runres *keep, cha
     if (ok) {
         kn_clear_error();
         n = e->ad(&a, e->fn, out, MAXT);
-        if (n < 0) msgf(msg, "[%s] call failed: %s", mode, kn_last_error());
-        else if (n != c->nout) msgf(msg, "[%s] %d outputs, want %d", mode, n, c->nout);
+        if (n < 0)
+            msgf(msg, "[%s] call failed: %s", mode, kn_last_error());
+        else if (n != c->nout)
+            msgf(msg, "[%s] %d outputs, want %d", mode, n, c->nout);
         ok = n == c->nout;
     }
     for (int k = 0; ok && k < n; k++) {
@@ -1050,7 +1200,8 @@ static kn_tensor *gc_fn(kn_tensor *const *inputs, void *user) {
     gcuser *u = user;
     kn_tensor *in[MAXT], *out[MAXT] = {0};
     memcpy(in, u->full, sizeof(in));
-    for (int k = 0; k < u->ng; k++) in[u->gidx[k]] = inputs[k];
+    for (int k = 0; k < u->ng; k++)
+        in[u->gidx[k]] = inputs[k];
     actx a = {u->c, in};
     int n = u->e->ad(&a, u->e->fn, out, MAXT);
     return n >= 1 ? out[0] : NULL;
@@ -1071,7 +1222,8 @@ static bool run_gradcheck(const gcase *c, opent *e, char *msg) {
                 ok = false;
                 goto done;
             }
-            for (int64_t j = 0; j < t->numel; j++) v[j] = raw_at(t->dt, t->data, j);
+            for (int64_t j = 0; j < t->numel; j++)
+                v[j] = raw_at(t->dt, t->data, j);
             u.full[i] = kn_from_data(KN_F64, t->ndim, t->shape, v);
             free(v);
         } else {
@@ -1101,7 +1253,69 @@ done:
     return ok;
 }
 
-static int g_gradchecks; /* how many ran (printed at the end) */
+static int g_gradchecks;  /* how many ran (printed at the end) */
+static int g_graph_cases; /* cases also run as a traced + compiled graph */
+
+/* ------------------------------------------------------------------ graph equivalence */
+typedef struct gtuser {
+    const gcase *c;
+    opent *e;
+} gtuser;
+
+static int trace_fn(void *user, kn_tensor *const *in, int nin, kn_tensor **out, int max_out) {
+    gtuser *u = user;
+    actx a = {u->c, in};
+    return u->e->ad(&a, u->e->fn, out, max_out);
+}
+
+static bool same_bytes(kn_tensor *x, kn_tensor *y) {
+    if (!x || !y || kn_tensor_dtype(x) != kn_tensor_dtype(y) ||
+        kn_tensor_ndim(x) != kn_tensor_ndim(y) ||
+        memcmp(kn_tensor_shape(x), kn_tensor_shape(y), sizeof(int64_t) * (size_t)kn_tensor_ndim(x)))
+        return false;
+    size_t nb = (size_t)kn_tensor_numel(x) * kn_dtype_size(kn_tensor_dtype(x));
+    unsigned char *a = malloc(nb + 1), *b = malloc(nb + 1);
+    bool eq = a && b && kn_tensor_read(x, kn_tensor_dtype(x), a, nb) == KN_OK &&
+              kn_tensor_read(y, kn_tensor_dtype(y), b, nb) == KN_OK && memcmp(a, b, nb) == 0;
+    free(a);
+    free(b);
+    return eq;
+}
+
+/* The DESIGN's compiler contract: the op traced into a graph, compiled with every pass and run
+ * on the same inputs gives the eager result bit for bit. The batch dim is symbolic where the op
+ * allows (else the trace is static). */
+static bool run_graph(const gcase *c, opent *e, char *msg) {
+    kn_scope sc = kn_scope_begin();
+    bool prev = kn_no_grad_begin(), ok = true;
+    kn_tensor *in[MAXT] = {0}, *leaf[MAXT], *eager[MAXT] = {0}, *got[MAXT] = {0};
+    gtuser u = {c, e};
+    for (int i = 0; i < c->nin && ok; i++)
+        ok = (in[i] = build_input(&c->in[i], false, &leaf[i])) != NULL;
+    kn_manual_seed(42);
+    int n = ok ? trace_fn(&u, in, c->nin, eager, MAXT) : -1;
+    kn_graph *g = NULL;
+    if (n == c->nout) {
+        g = kn_trace(trace_fn, &u, in, c->nin, NULL);
+        if (!g && kn_last_status() == KN_ESHAPE)
+            g = kn_trace(trace_fn, &u, in, c->nin, &(kn_trace_opts){.static_batch = true});
+    }
+    int ng = g ? kn_graph_run(g, in, c->nin, got, MAXT) : -1;
+    if (n != c->nout || !g || ng != n) {
+        msgf(msg, "[graph] %s", kn_last_error());
+        ok = false;
+    }
+    for (int k = 0; ok && k < n; k++)
+        if (!same_bytes(got[k], eager[k])) {
+            msgf(msg, "[graph] output %d differs from eager", k);
+            ok = false;
+        }
+    kn_graph_free(g);
+    kn_no_grad_end(prev);
+    kn_scope_end(sc);
+    g_graph_cases += ok;
+    return ok;
+}
 
 static bool run_case(const gcase *c, opent *e, char *msg) {
     size_t live0 = kn_live_tensors();
@@ -1110,6 +1324,8 @@ static bool run_case(const gcase *c, opent *e, char *msg) {
     bool ok = run_once(c, e, false, &keep, msg);
     ok = run_once(c, e, true, &keep, msg) && ok;
     runres_free(&keep);
+    if (strcmp(c->op, "autograd_basics") != 0) /* a backward pass, not an op */
+        ok = run_graph(c, e, msg) && ok;
     /* gradcheck needs f64 outputs: casts are checked by the golden grads instead */
     if (c->has_grads && c->gradcheck && strcmp(c->op, "cast") != 0) {
         ok = run_gradcheck(c, e, msg) && ok;
@@ -1190,8 +1406,10 @@ int main(int argc, char **argv) {
                 ok = false;
             } else {
                 ok = run_case(&c, e, msg);
-                if (ok) e->passed++;
-                else e->failed++;
+                if (ok)
+                    e->passed++;
+                else
+                    e->failed++;
             }
             if (ok) {
                 kt_passed++;
@@ -1210,7 +1428,9 @@ int main(int argc, char **argv) {
             if (e->failed || verbose)
                 printf("golden op %-34s %3d passed %3d failed\n", e->op, e->passed, e->failed);
         }
-        printf("golden: %d ops, %d with failures; %d f64 gradchecks\n", nops, bad, g_gradchecks);
+        printf("golden: %d ops, %d with failures; %d f64 gradchecks; %d cases bit-exact as "
+               "compiled graphs\n",
+               nops, bad, g_gradchecks, g_graph_cases);
     }
     fixture_close(&fx);
     KT_RUN(test_autograd_basics_header);

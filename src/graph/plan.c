@@ -400,15 +400,19 @@ static kn_status check_inputs(const kn_graph *g, kn_tensor *const *in, int nin, 
             *batch = in[i]->shape[0];
         }
         if (!ok) {
-            char a[96], b[96];
-            kn_graph_sig s;
-            kn_graph_input(g, i, &s);
-            for (int d = 0; d < s.ndim; d++)
-                if (s.shape[d] < 0) s.shape[d] = 0;
+            char a[96], b[160];
+            int o = snprintf(b, sizeof b, "(");
+            for (int d = 0; d < v->ndim && o < (int)sizeof b - 24; d++) {
+                if ((v->sym >> d) & 1)
+                    o += snprintf(b + o, sizeof b - (size_t)o, "%sbatch", d ? ", " : "");
+                else
+                    o += snprintf(b + o, sizeof b - (size_t)o, "%s%lld", d ? ", " : "",
+                                  (long long)v->shape[d]);
+            }
+            snprintf(b + o, sizeof b - (size_t)o, ")");
             return kn__err(KN_ESHAPE, "graph_run: input '%s' has shape %s, the graph expects %s%s",
-                           v->name, kn__shape_str(a, sizeof a, in[i]->ndim, in[i]->shape),
-                           kn__shape_str(b, sizeof b, s.ndim, s.shape),
-                           v->sym ? " (0 = any batch size, the same for every input)" : "");
+                           v->name, kn__shape_str(a, sizeof a, in[i]->ndim, in[i]->shape), b,
+                           v->sym ? " (batch >= 1, the same for every input)" : "");
         }
     }
     return KN_OK;

@@ -106,7 +106,16 @@ static kn_status trace_op(const kn_opdef *op, kn_tensor *const *in, int nin, con
         ids[i] = map_get(t, in[i]);
         if (ids[i] < 0 && (ids[i] = capture(t, in[i])) < 0) return kn_last_status();
     }
-    int n = kn__g_add_node(t->g, op, ids, nin, attrs, nout);
+    kn_attrs at = *attrs;
+    if (!strcmp(op->name, "one_hot") && kn__attr_int(attrs, "num_classes", -1) == -1) {
+        /* the class count came from the data: freeze it, and count it as a host read so
+         * kn_trace_check looks for inputs that change it */
+        kn_attrs_set_int(&at, "num_classes", out[0]->shape[out[0]->ndim - 1]);
+        if (t->g->host_reads++ == 0)
+            snprintf(t->g->first_read, sizeof t->g->first_read,
+                     "one_hot's num_classes taken from the data at node %d", t->g->nnodes);
+    }
+    int n = kn__g_add_node(t->g, op, ids, nin, &at, nout);
     if (n < 0) return kn_last_status();
     for (int o = 0; o < nout; o++) {
         int v = kn__g_add_value(t->g, GV_NODE, out[o]->dtype, out[o]->ndim, out[o]->shape);
@@ -264,7 +273,7 @@ static kn_graph *trace_impl(kn_traced_fn fn, void *user, kn_tensor *const *input
         memcpy(g->out_names[i], nm, len);
         g->outputs[g->noutputs++] = v;
     }
-    if (!(o && o->static_batch) && nin > 0 && inputs[0]->ndim > 0) {
+    if (!(o && o->static_batch) && nin > 0 && inputs[0]->ndim > 0 && inputs[0]->shape[0] > 0) {
         g->batch = inputs[0]->shape[0];
         for (int i = 0; i < nin; i++)
             if (inputs[i]->ndim > 0 && inputs[i]->shape[0] == g->batch)
