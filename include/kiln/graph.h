@@ -21,6 +21,7 @@
 #define KILN_GRAPH_H
 
 #include "kiln/nn.h"
+#include "kiln/optim.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -118,6 +119,27 @@ int64_t kn_graph_arena_bytes(kn_graph *g, int64_t batch);
 /* Prints signatures, op histogram and weights; with plan, also the nodes before and after each
  * pass, the fused groups and the arena of the plan for `batch`. */
 kn_status kn_graph_print(kn_graph *g, FILE *f, bool plan, int64_t batch);
+
+/* ---- compiled training steps: forward, loss, backward and optimizer update as one graph ----
+ * The tf.function + GradientTape of kiln. The backward part is the registry's backward rules
+ * recorded while the step runs once eagerly under the tracer; the update is one
+ * "optimizer_update" node per parameter running the optimizer's own fused kernel. Shapes are
+ * static (a batch of another size is traced and compiled once more, and counted), because a
+ * loss's mean over the batch bakes the batch size into the backward pass. */
+typedef struct kn_train_step kn_train_step;
+/* loss_fn computes a one-element loss from the step's inputs (e.g. images, labels) with any
+ * modules and ops, storing it in out[0] and returning 1. The step trains opt's parameters. opts:
+ * passes to switch off (freeze is ignored). Errors: KN_EINVAL for NULL arguments. */
+kn_train_step *kn_train_step_new(kn_traced_fn loss_fn, void *user, kn_optimizer *opt,
+                                 const kn_compile_opts *opts);
+/* One training step; *loss (may be NULL) gets the loss. The first step for an input shape runs
+ * eagerly while it is traced (a real step), later ones replay the compiled graph. Parameters,
+ * optimizer state and the lr schedule behave as with kn_optimizer_step; .grad is not written
+ * (gradients live in the graph's arena). */
+kn_status kn_train_step_run(kn_train_step *s, kn_tensor *const *inputs, int nin, double *loss);
+/* The graph of the most recent step (borrowed; NULL before the first step). */
+kn_graph *kn_train_step_graph(kn_train_step *s);
+void kn_train_step_free(kn_train_step *s); /* NULL is a no-op */
 
 /* ---- files: the graph travels in a .kiln file's metadata, its weights as its tensors ---- */
 /* Writes the traced graph (before passes: they are re-run on load), its signatures, weights,

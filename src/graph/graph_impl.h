@@ -103,6 +103,11 @@ void kn__g_bind_attrs(const kn_gnode *n, int64_t batch, int64_t traced_batch, kn
 void kn__g_log(kn_graph *g, const char *fmt, ...) KN_PRINTF(2, 3);
 const char *kn__g_node_name(const kn_gnode *n); /* op name or "fused" */
 
+/* ---- trace.c ---- */
+/* kn_trace that also hands back fn's outputs (+1 each, at most 16) from the traced run. */
+kn_graph *kn__trace_outputs(kn_traced_fn fn, void *user, kn_tensor *const *inputs, int nin,
+                            const kn_trace_opts *o, kn_tensor **outs, int *nouts);
+
 /* ---- passes.c / fuse.c ---- */
 kn_status kn__g_dce(kn_graph *g);
 kn_status kn__g_cse(kn_graph *g);

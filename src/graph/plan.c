@@ -358,10 +358,13 @@ void kn__plan_print(const kn_graph *g, const kn_plan *p, FILE *f) {
     fprintf(f, "schedule (batch %lld):\n", (long long)(p->batch ? p->batch : g->batch));
     for (int i = 0; i < g->nnodes; i++) {
         const kn_gnode *n = &g->nodes[i];
-        const kn_tensor *t = p->vt[n->out[0]];
-        char shape[96];
-        kn__shape_str(shape, sizeof shape, t->ndim, t->shape);
-        int b = p->buf_of[n->out[0]];
+        char shape[96] = "()";
+        int b = -1;
+        if (n->nout > 0) {
+            const kn_tensor *t = p->vt[n->out[0]];
+            kn__shape_str(shape, sizeof shape, t->ndim, t->shape);
+            b = p->buf_of[n->out[0]];
+        }
         fprintf(f, "  %3d %-20s -> %-18s", i, kn__g_node_name(n), shape);
         if (p->kind[i] == K_VIEW)
             fprintf(f, " view");

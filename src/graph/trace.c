@@ -21,10 +21,20 @@ typedef struct {
     int v;
 } slot;
 
+/* By storage: every mapped tensor, so that an alias (a new header over the same bytes with the
+ * same geometry, as the autograd tape saves outputs) resolves to the same value. */
+typedef struct {
+    const kn_storage *key;
+    const kn_tensor *t;
+    int v;
+} sslot;
+
 typedef struct tracer {
     kn_graph *g;
     slot *map;
     size_t cap, used;
+    sslot *smap;
+    size_t scap, sused;
     kn_tensor **held;
     int nheld, cap_held;
     const kn_trace_opts *o;
@@ -49,6 +59,45 @@ static int map_get(const tracer *t, const kn_tensor *k) {
     }
 }
 
+static bool same_geometry(const kn_tensor *a, const kn_tensor *b) {
+    return a->dtype == b->dtype && a->ndim == b->ndim && a->offset == b->offset &&
+           !memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->ndim) &&
+           !memcmp(a->strides, b->strides, sizeof(int64_t) * (size_t)a->ndim);
+}
+
+static int alias_get(const tracer *t, const kn_tensor *k) {
+    if (!t->scap || !k->storage) return -1;
+    for (size_t i = hash_ptr(k->storage) & (t->scap - 1); t->smap[i].key;
+         i = (i + 1) & (t->scap - 1))
+        if (t->smap[i].key == k->storage && same_geometry(t->smap[i].t, k)) return t->smap[i].v;
+    return -1;
+}
+
+static kn_status alias_put(tracer *t, const kn_tensor *k, int v) {
+    if (!k->storage) return KN_OK;
+    if (2 * (t->sused + 1) > t->scap) {
+        size_t nc = t->scap ? t->scap * 2 : 256;
+        sslot *m = kn__calloc(nc, sizeof *m);
+        if (!m) return kn_last_status();
+        for (size_t i = 0; i < t->scap; i++) {
+            if (!t->smap[i].key) continue;
+            size_t j = hash_ptr(t->smap[i].key) & (nc - 1);
+            while (m[j].key)
+                j = (j + 1) & (nc - 1);
+            m[j] = t->smap[i];
+        }
+        kn__free(t->smap);
+        t->smap = m;
+        t->scap = nc;
+    }
+    size_t i = hash_ptr(k->storage) & (t->scap - 1);
+    while (t->smap[i].key)
+        i = (i + 1) & (t->scap - 1);
+    t->smap[i] = (sslot){k->storage, k, v};
+    t->sused++;
+    return KN_OK;
+}
+
 static kn_status map_put(tracer *t, kn_tensor *k, int v) {
     if (2 * (t->used + 1) > t->cap) {
         size_t nc = t->cap ? t->cap * 2 : 256;
@@ -70,6 +119,8 @@ static kn_status map_put(tracer *t, kn_tensor *k, int v) {
         i = (i + 1) & (t->cap - 1);
     if (!t->map[i].key) {
         t->used++;
+        kn_status st = alias_put(t, k, v);
+        if (st) return st;
         if (t->nheld == t->cap_held) {
             int nc = t->cap_held ? t->cap_held * 2 : 256;
             kn_tensor **h = kn__realloc(t->held, sizeof *h * (size_t)nc);
@@ -104,6 +155,7 @@ static kn_status trace_op(const kn_opdef *op, kn_tensor *const *in, int nin, con
     int ids[KN_MAX_INS];
     for (int i = 0; i < nin; i++) {
         ids[i] = map_get(t, in[i]);
+        if (ids[i] < 0) ids[i] = alias_get(t, in[i]);
         if (ids[i] < 0 && (ids[i] = capture(t, in[i])) < 0) return kn_last_status();
     }
     kn_attrs at = *attrs;
@@ -149,6 +201,7 @@ static void tracer_free(tracer *t) {
         kn_tensor_free(t->held[i]);
     kn__free(t->held);
     kn__free(t->map);
+    kn__free(t->smap);
 }
 
 /* Re-infers at batch B+1: marks value dims that move, and attrs that must follow the batch. */
@@ -194,7 +247,7 @@ static kn_status find_symbolic(kn_graph *g) {
 }
 
 /* The trace itself; when outs is given, fn's outputs are handed back (+1 each). */
-static kn_graph *trace_impl(kn_traced_fn fn, void *user, kn_tensor *const *inputs, int nin,
+kn_graph *kn__trace_outputs(kn_traced_fn fn, void *user, kn_tensor *const *inputs, int nin,
                             const kn_trace_opts *o, kn_tensor **outs, int *nouts) {
     if (!fn || nin < 0 || (nin && !inputs)) return kn__errp(KN_EINVAL, "trace: bad argument");
     if (tl_tr) return kn__errp(KN_EMISUSE, "trace: already tracing on this thread");
@@ -288,6 +341,11 @@ static kn_graph *trace_impl(kn_traced_fn fn, void *user, kn_tensor *const *input
             goto fail;
         }
     }
+    /* tensors an op writes to (optimizer state, running statistics) are state, not constants */
+    for (int i = 0; i < g->nnodes; i++)
+        if (g->nodes[i].op->flags & KN_OPF_MUTATES)
+            for (int j = 0; j < g->nodes[i].nin; j++)
+                g->vals[g->nodes[i].in[j]].constant = false;
     g->traced_nodes = g->nnodes;
     tracer_free(&t);
     if (outs) {
@@ -312,7 +370,7 @@ fail:
 
 kn_graph *kn_trace(kn_traced_fn fn, void *user, kn_tensor *const *inputs, int nin,
                    const kn_trace_opts *opts) {
-    return trace_impl(fn, user, inputs, nin, opts, NULL, NULL);
+    return kn__trace_outputs(fn, user, inputs, nin, opts, NULL, NULL);
 }
 
 static int module_fn(void *user, kn_tensor *const *in, int nin, kn_tensor **out, int max_out) {
@@ -447,7 +505,7 @@ kn_status kn_trace_check(kn_graph *g, kn_traced_fn fn, void *user, kn_tensor *co
     kn_tensor *eager[16];
     int ne = 0;
     kn_trace_opts o = {.static_batch = g->batch == 0};
-    kn_graph *g2 = trace_impl(fn, user, fresh, nin, &o, eager, &ne);
+    kn_graph *g2 = kn__trace_outputs(fn, user, fresh, nin, &o, eager, &ne);
     if (!g2) return kn_last_status();
     kn_status st = compare_traces(as_traced, g2);
     kn_graph_free(g2);

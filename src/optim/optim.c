@@ -25,6 +25,7 @@
 #pragma GCC optimize("fp-contract=off")
 
 #include "core/core_impl.h"
+#include "ops/op_impl.h"
 #include "optim/optim_impl.h"
 
 #define OK_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -76,6 +77,7 @@ typedef struct pstate {
     bool has_step;           /* "step" exists (Adam, AdamW, RMSprop after the first update) */
     double step;             /* per-parameter update count, like PyTorch's state['step'] */
     kn_tensor *step_t;       /* 0-d f64 handed out by kn_optimizer_state */
+    kn_tensor *cnt_t;        /* 0-d f64 update count read by graph update nodes */
     kn_tensor *gtmp;         /* contiguous param-dtype copy of an unusual grad (reused) */
     const void *g;           /* this step's grad data (transient) */
     char names[B_N + 1][40]; /* "state.<i>.<slot>" */
@@ -284,6 +286,7 @@ void kn_optimizer_free(kn_optimizer *opt) {
         for (int b = 0; b < B_N; b++)
             kn_tensor_free(s->buf[b]);
         kn_tensor_free(s->step_t);
+        kn_tensor_free(s->cnt_t);
         kn_tensor_free(s->gtmp);
     }
     kn_tensor_free(opt->lr_t);
@@ -368,66 +371,102 @@ static void run_chunks(chunk_fn fn, const kargs *a, int64_t n) {
         fn(a, c * CHUNK, c * CHUNK + CHUNK < n ? c * CHUNK + CHUNK : n);
 }
 
-static void update_one(kn_optimizer *opt, pstate *s) {
-    kn_tensor *p = s->p;
+/* Hyperparameters of one update: the optimizer's, or a graph node's attrs. */
+typedef struct hyper {
+    okind kind;
+    double lr, momentum, dampening, weight_decay, beta1, beta2, eps, alpha;
+    bool nesterov, maximize, amsgrad, centered;
+} hyper;
+
+static hyper opt_hyper(const kn_optimizer *o) {
+    return (hyper){o->kind,     o->lr,      o->momentum, o->dampening, o->weight_decay,
+                   o->beta1,    o->beta2,   o->eps,      o->alpha,     o->nesterov,
+                   o->maximize, o->amsgrad, o->centered};
+}
+
+/* One fused update of param p with grad data g and state buffers buf[B_*]. *count is the update
+ * count (Adam, RMSprop: PyTorch's state['step'], 0 before the first update; SGD: 1 once the
+ * momentum buffer is live) and is advanced. The eager step and the graph's update node both
+ * come here, so their results are identical. */
+static void apply_update(const hyper *h, kn_tensor *p, const void *g, kn_tensor *const *buf,
+                         double *count) {
     bool f32 = p->dtype == KN_F32;
     int64_t n = kn__numel(p->ndim, p->shape);
-    kargs a = {.p = kn__ptr(p), .g = s->g, .lr = opt->lr, .sgn = opt->maximize ? -1.0 : 1.0};
-    switch (opt->kind) {
+    kargs a = {.p = kn__ptr(p), .g = g, .lr = h->lr, .sgn = h->maximize ? -1.0 : 1.0};
+    switch (h->kind) {
     case K_SGD: {
-        int w = opt->weight_decay != 0;
-        int m = opt->momentum != 0 ? (s->live[B_MOM] ? 2 : 1) : 0;
-        int ne = m && opt->nesterov;
-        a.b0 = m ? kn__ptr(s->buf[B_MOM]) : NULL;
-        a.wd = opt->weight_decay;
-        a.mom = opt->momentum;
-        a.damp1 = 1 - opt->dampening;
+        int w = h->weight_decay != 0;
+        int m = h->momentum != 0 ? (*count > 0 ? 2 : 1) : 0;
+        int ne = m && h->nesterov;
+        a.b0 = m ? kn__ptr(buf[B_MOM]) : NULL;
+        a.wd = h->weight_decay;
+        a.mom = h->momentum;
+        a.damp1 = 1 - h->dampening;
         a.mask = w | (m << 1) | (ne << 3);
         run_chunks(f32 ? sgd_chunk_f32 : sgd_chunk_f64, &a, n);
-        if (m) s->live[B_MOM] = true;
+        if (m) *count = 1;
         break;
     }
     case K_ADAM:
     case K_ADAMW: {
-        if (!s->has_step) s->has_step = true, s->step = 0;
-        s->step += 1;
-        double bc1 = 1 - pow(opt->beta1, s->step), bc2 = 1 - pow(opt->beta2, s->step);
-        bool adamw = opt->kind == K_ADAMW;
-        int l2 = !adamw && opt->weight_decay != 0;
-        a.b0 = kn__ptr(s->buf[B_EXP_AVG]);
-        a.b1 = kn__ptr(s->buf[B_EXP_AVG_SQ]);
-        a.b2 = opt->amsgrad ? kn__ptr(s->buf[B_MAX_SQ]) : NULL;
-        a.wd = opt->weight_decay;
-        a.dec = 1 - opt->lr * opt->weight_decay;
-        a.b1c = opt->beta1;
-        a.omb1 = 1 - opt->beta1;
-        a.b2c = opt->beta2;
-        a.omb2 = 1 - opt->beta2;
+        double step = *count += 1;
+        double bc1 = 1 - pow(h->beta1, step), bc2 = 1 - pow(h->beta2, step);
+        bool adamw = h->kind == K_ADAMW;
+        int l2 = !adamw && h->weight_decay != 0;
+        a.b0 = kn__ptr(buf[B_EXP_AVG]);
+        a.b1 = kn__ptr(buf[B_EXP_AVG_SQ]);
+        a.b2 = h->amsgrad ? kn__ptr(buf[B_MAX_SQ]) : NULL;
+        a.wd = h->weight_decay;
+        a.dec = 1 - h->lr * h->weight_decay;
+        a.b1c = h->beta1;
+        a.omb1 = 1 - h->beta1;
+        a.b2c = h->beta2;
+        a.omb2 = 1 - h->beta2;
         a.bc2s = sqrt(bc2);
-        a.eps = opt->eps;
-        a.nss = -(opt->lr / bc1);
-        a.mask = l2 | ((int)adamw << 1) | ((int)opt->amsgrad << 2);
+        a.eps = h->eps;
+        a.nss = -(h->lr / bc1);
+        a.mask = l2 | ((int)adamw << 1) | ((int)h->amsgrad << 2);
         run_chunks(f32 ? adam_chunk_f32 : adam_chunk_f64, &a, n);
         break;
     }
     case K_RMSPROP: {
-        if (!s->has_step) s->has_step = true, s->step = 0;
-        s->step += 1;
-        int l2 = opt->weight_decay != 0, cen = opt->centered, mom = opt->momentum > 0;
-        a.b0 = kn__ptr(s->buf[B_SQUARE_AVG]);
-        a.b1 = cen ? kn__ptr(s->buf[B_GRAD_AVG]) : NULL;
-        a.b2 = mom ? kn__ptr(s->buf[B_MOM]) : NULL;
+        *count += 1;
+        int l2 = h->weight_decay != 0, cen = h->centered, mom = h->momentum > 0;
+        a.b0 = kn__ptr(buf[B_SQUARE_AVG]);
+        a.b1 = cen ? kn__ptr(buf[B_GRAD_AVG]) : NULL;
+        a.b2 = mom ? kn__ptr(buf[B_MOM]) : NULL;
         a.sgn = 1.0;
-        a.wd = opt->weight_decay;
-        a.alpha = opt->alpha;
-        a.oma = 1 - opt->alpha;
-        a.eps = opt->eps;
-        a.mom = opt->momentum;
+        a.wd = h->weight_decay;
+        a.alpha = h->alpha;
+        a.oma = 1 - h->alpha;
+        a.eps = h->eps;
+        a.mom = h->momentum;
         a.mask = l2 | (cen << 1) | (mom << 2);
         run_chunks(f32 ? rms_chunk_f32 : rms_chunk_f64, &a, n);
         break;
     }
     }
+}
+
+/* the host-side update count of a parameter, as apply_update reads it */
+static double count_of(const kn_optimizer *opt, const pstate *s) {
+    if (opt->kind == K_SGD) return s->live[B_MOM] ? 1 : 0;
+    return s->has_step ? s->step : 0;
+}
+static void set_count(const kn_optimizer *opt, pstate *s, double c) {
+    if (opt->kind == K_SGD) {
+        if (c > 0) s->live[B_MOM] = true;
+    } else if (c > 0) {
+        s->has_step = true;
+        s->step = c;
+    }
+}
+
+static void update_one(kn_optimizer *opt, pstate *s) {
+    hyper h = opt_hyper(opt);
+    double c = count_of(opt, s);
+    apply_update(&h, s->p, s->g, s->buf, &c);
+    set_count(opt, s, c);
 }
 
 kn_status kn_optimizer_step(kn_optimizer *opt) {
@@ -894,4 +933,130 @@ kn_status kn_clip_grad_value_(kn_tensor *const *params, int n, double clip) {
     for (int i = 0; i < n; i++)
         if (params[i]->grad) grad_apply(params[i]->grad, MAP_CLAMP, clip);
     return KN_OK;
+}
+
+/* ================= the update as an op, for compiled training steps =================
+ * "optimizer_update" runs apply_update on (param, grad, lr, count, state buffers...) in place.
+ * It is an internal op of this layer (not in the registry: it exists for graphs traced from a
+ * training step). Inputs: param, grad (contiguous, param's dtype), lr (0-d f64), count (0-d f64,
+ * advanced), then the state buffers of the slots in attr "slots" (bit b = B_b), in slot order.
+ * Attrs: kind, slots, flags (nesterov | maximize<<1 | amsgrad<<2 | centered<<3), wd, h0..h2
+ * (SGD: momentum, dampening; Adam/AdamW: beta1, beta2, eps; RMSprop: alpha, eps, momentum). */
+static kn_status upd_infer(kn_opctx *c) {
+    const kn_tensor *p = c->in[0], *g = c->in[1];
+    int64_t slots = kn__attr_int(c->attrs, "slots", 0), nb = __builtin_popcountll(slots);
+    if (c->nin != 4 + nb)
+        return kn__err(KN_EINVAL, "optimizer_update: %d inputs for %lld state buffers", c->nin,
+                       (long long)nb);
+    if (g->dtype != p->dtype || g->ndim != p->ndim ||
+        memcmp(g->shape, p->shape, sizeof(int64_t) * (size_t)p->ndim))
+        return kn__err(KN_ESHAPE, "optimizer_update: gradient does not match its parameter");
+    for (int i = 2; i < 4; i++)
+        if (c->in[i]->dtype != KN_F64 || c->in[i]->ndim != 0)
+            return kn__err(KN_EDTYPE, "optimizer_update: input %d must be a 0-d float64", i);
+    for (int i = 4; i < c->nin; i++)
+        if (c->in[i]->dtype != p->dtype ||
+            kn__numel(c->in[i]->ndim, c->in[i]->shape) != kn__numel(p->ndim, p->shape))
+            return kn__err(KN_ESHAPE, "optimizer_update: state buffer %d does not match", i - 4);
+    c->nout = 0;
+    return KN_OK;
+}
+
+static hyper attrs_hyper(const kn_attrs *at) {
+    hyper h = {.kind = (okind)kn__attr_int(at, "kind", K_SGD)};
+    int64_t f = kn__attr_int(at, "flags", 0);
+    double h0 = kn__attr_float(at, "h0", 0), h1 = kn__attr_float(at, "h1", 0),
+           h2 = kn__attr_float(at, "h2", 0);
+    h.weight_decay = kn__attr_float(at, "wd", 0);
+    h.nesterov = f & 1, h.maximize = f & 2, h.amsgrad = f & 4, h.centered = f & 8;
+    if (h.kind == K_SGD) h.momentum = h0, h.dampening = h1;
+    if (h.kind == K_ADAM || h.kind == K_ADAMW) h.beta1 = h0, h.beta2 = h1, h.eps = h2;
+    if (h.kind == K_RMSPROP) h.alpha = h0, h.eps = h1, h.momentum = h2;
+    return h;
+}
+
+static kn_status upd_forward(kn_opctx *c) {
+    hyper h = attrs_hyper(c->attrs);
+    h.lr = *(const double *)kn__ptr(c->in[2]);
+    double *count = (double *)kn__ptr(c->in[3]);
+    kn_tensor *buf[B_N] = {0};
+    int64_t slots = kn__attr_int(c->attrs, "slots", 0);
+    for (int b = 0, k = 4; b < B_N; b++)
+        if (slots & (1 << b)) buf[b] = c->in[k++];
+    apply_update(&h, c->in[0], kn__ptr(c->in[1]), buf, count);
+    return KN_OK;
+}
+
+const kn_opdef kn__op_optimizer_update = {.name = "optimizer_update",
+                                          .min_in = 4,
+                                          .max_in = 4 + B_N,
+                                          .nout = 0,
+                                          .dtypes = KN_DT_FLOAT,
+                                          .flags = KN_OPF_MUTATES | KN_OPF_INTERNAL,
+                                          .infer = upd_infer,
+                                          .forward = upd_forward,
+                                          .doc = "one optimizer update of a parameter, in place"};
+
+static kn_attrs update_attrs(const kn_optimizer *o, unsigned slots) {
+    kn_attrs a = {0};
+    kn_attrs_set_int(&a, "kind", o->kind);
+    kn_attrs_set_int(&a, "slots", slots);
+    kn_attrs_set_int(&a, "flags",
+                     o->nesterov | o->maximize << 1 | o->amsgrad << 2 | o->centered << 3);
+    kn_attrs_set_float(&a, "wd", o->weight_decay);
+    double h[3] = {0};
+    if (o->kind == K_SGD) h[0] = o->momentum, h[1] = o->dampening;
+    if (o->kind == K_ADAM || o->kind == K_ADAMW) h[0] = o->beta1, h[1] = o->beta2, h[2] = o->eps;
+    if (o->kind == K_RMSPROP) h[0] = o->alpha, h[1] = o->eps, h[2] = o->momentum;
+    kn_attrs_set_float(&a, "h0", h[0]);
+    kn_attrs_set_float(&a, "h1", h[1]);
+    kn_attrs_set_float(&a, "h2", h[2]);
+    return a;
+}
+
+kn_status kn__optim_graph_pre(kn_optimizer *opt) {
+    if (!scalar_f64(&opt->lr_t, opt->lr)) return kn_last_status();
+    for (int i = 0; i < opt->n; i++)
+        if (!scalar_f64(&opt->ps[i].cnt_t, count_of(opt, &opt->ps[i]))) return kn_last_status();
+    return KN_OK;
+}
+
+void kn__optim_graph_post(kn_optimizer *opt) {
+    for (int i = 0; i < opt->n; i++)
+        set_count(opt, &opt->ps[i], *(const double *)kn__ptr(opt->ps[i].cnt_t));
+    opt->steps++;
+}
+
+kn_status kn__optim_update_with(kn_optimizer *opt, kn_tensor *const *grads) {
+    if (!opt || !grads) return kn__err(KN_EINVAL, "optimizer_update: NULL argument");
+    kn_status st = kn__optim_graph_pre(opt);
+    for (int i = 0; i < opt->n && st == KN_OK; i++)
+        if (grads[i]) st = state_prep(opt, &opt->ps[i]);
+    for (int i = 0; i < opt->n && st == KN_OK; i++) {
+        pstate *s = &opt->ps[i];
+        kn_tensor *g = grads[i];
+        if (!g) continue;
+        if (g->dtype != s->p->dtype) g = kn_cast(g, s->p->dtype);
+        if (g && !kn__is_contiguous(g)) g = kn_contiguous(g);
+        if (!g) return kn_last_status();
+        kn_tensor *in[4 + B_N] = {s->p, g, opt->lr_t, s->cnt_t};
+        int n = 4;
+        unsigned slots = 0;
+        for (int b = 0; b < B_N; b++)
+            if (s->buf[b]) in[n++] = s->buf[b], slots |= 1u << b;
+        kn_attrs a = update_attrs(opt, slots);
+        kn_tensor *none[1];
+        bool prev = kn_no_grad_begin(); /* the update is not differentiated */
+        int r = kn__op_run(&kn__op_optimizer_update, in, n, &a, none, 1);
+        kn_no_grad_end(prev);
+        if (r < 0) st = r;
+    }
+    if (st == KN_OK) kn__optim_graph_post(opt);
+    return st;
+}
+
+int kn__optim_params(kn_optimizer *opt, kn_tensor **out, int max) {
+    for (int i = 0; i < opt->n && i < max; i++)
+        out[i] = opt->ps[i].p;
+    return opt->n;
 }

@@ -15,4 +15,15 @@ void kn__optim_set_initial_lr(kn_optimizer *opt, double lr);
 double kn__optim_momentum(const kn_optimizer *opt);
 void kn__optim_set_momentum(kn_optimizer *opt, double m);
 
+/* ---- compiled training steps (src/graph/train.c) ----
+ * kn__optim_update_with: one step using grads[i] for parameter i (NULL: not updated), through
+ * the "optimizer_update" op so that a trace records it; the same arithmetic as
+ * kn_optimizer_step. Around a replayed graph step: _pre writes the lr and each parameter's update
+ * count into the tensors the graph reads, _post reads the counts back and counts the step. */
+kn_status kn__optim_update_with(kn_optimizer *opt, kn_tensor *const *grads);
+kn_status kn__optim_graph_pre(kn_optimizer *opt);
+void kn__optim_graph_post(kn_optimizer *opt);
+/* The optimizer's parameters (borrowed), in order. */
+int kn__optim_params(kn_optimizer *opt, kn_tensor **out, int max);
+
 #endif
