@@ -24,7 +24,7 @@
 #include "kiln/kiln.h"
 
 typedef struct {
-    const char *model, *optim, *sched, *save, *resume, *data;
+    const char *model, *optim, *sched, *save, *resume, *data, *mode;
     int epochs, threads, stop_after;
     int64_t batch, limit;
     double lr;
@@ -35,7 +35,8 @@ static void usage(FILE *f) {
     fprintf(f, "usage: fashion_mnist [--model mlp|lenet] [--epochs N] [--batch N] [--lr X]\n"
                "                     [--optim sgd|adam] [--sched cosine|none] [--seed N]\n"
                "                     [--threads N] [--limit N] [--stop-after EPOCH]\n"
-               "                     [--data DIR] [--save FILE] [--resume FILE]\n");
+               "                     [--data DIR] [--save FILE] [--resume FILE]\n"
+               "                     [--mode eager|graph]\n");
 }
 
 static int parse_int(const char *s, long long lo, long long hi, long long *out) {
@@ -47,8 +48,14 @@ static int parse_int(const char *s, long long lo, long long hi, long long *out) 
 }
 
 static int parse_args(int argc, char **argv, args *a) {
-    *a = (args){.model = "mlp", .optim = "sgd", .sched = "cosine", .epochs = 5, .batch = 64,
-                .lr = -1, .seed = 0};
+    *a = (args){.model = "mlp",
+                .optim = "sgd",
+                .sched = "cosine",
+                .epochs = 5,
+                .batch = 64,
+                .lr = -1,
+                .seed = 0,
+                .mode = "eager"};
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long long n;
@@ -64,6 +71,9 @@ static int parse_args(int argc, char **argv, args *a) {
         if (!strcmp(k, "--model")) {
             if (strcmp(v, "mlp") && strcmp(v, "lenet")) goto bad;
             a->model = v;
+        } else if (!strcmp(k, "--mode")) {
+            if (strcmp(v, "eager") && strcmp(v, "graph")) goto bad;
+            a->mode = v;
         } else if (!strcmp(k, "--optim")) {
             if (strcmp(v, "sgd") && strcmp(v, "adam")) goto bad;
             a->optim = v;
@@ -114,16 +124,31 @@ static int parse_args(int argc, char **argv, args *a) {
 
 static kn_module *make_model(const char *name) {
     if (!strcmp(name, "mlp")) {
-        kn_module *m[] = {kn_nn_flatten(1, -1), kn_nn_linear(784, 512, true), kn_nn_relu(),
-                          kn_nn_linear(512, 256, true), kn_nn_relu(), kn_nn_linear(256, 10, true)};
+        kn_module *m[] = {kn_nn_flatten(1, -1), kn_nn_linear(784, 512, true),
+                          kn_nn_relu(),         kn_nn_linear(512, 256, true),
+                          kn_nn_relu(),         kn_nn_linear(256, 10, true)};
         return kn_nn_sequential(m, 6);
     }
     kn_pool_opts pool = {.kernel = {2, 2}};
-    kn_module *m[] = {kn_nn_conv2d(1, 6, 5, 5, NULL, true), kn_nn_relu(), kn_nn_maxpool2d(&pool),
-                      kn_nn_conv2d(6, 16, 5, 5, NULL, true), kn_nn_relu(), kn_nn_maxpool2d(&pool),
-                      kn_nn_flatten(1, -1), kn_nn_linear(256, 120, true), kn_nn_relu(),
-                      kn_nn_linear(120, 84, true), kn_nn_relu(), kn_nn_linear(84, 10, true)};
+    kn_module *m[] = {kn_nn_conv2d(1, 6, 5, 5, NULL, true),
+                      kn_nn_relu(),
+                      kn_nn_maxpool2d(&pool),
+                      kn_nn_conv2d(6, 16, 5, 5, NULL, true),
+                      kn_nn_relu(),
+                      kn_nn_maxpool2d(&pool),
+                      kn_nn_flatten(1, -1),
+                      kn_nn_linear(256, 120, true),
+                      kn_nn_relu(),
+                      kn_nn_linear(120, 84, true),
+                      kn_nn_relu(),
+                      kn_nn_linear(84, 10, true)};
     return kn_nn_sequential(m, 12);
+}
+
+/* graph mode: the step's loss, traced once into a compiled training step */
+static int loss_fn(void *user, kn_tensor *const *in, int nin, kn_tensor **out, int max_out) {
+    out[0] = kn_cross_entropy(kn_module_forward(user, in[0]), in[1], NULL);
+    return out[0] ? 1 : kn_last_status();
 }
 
 static double now(void) {
@@ -139,7 +164,10 @@ static void fmt_time(double s, char *buf, size_t n) {
 
 /* accuracy of model on (x, y) in eval mode, batches of 1000 */
 static double evaluate(kn_module *model, kn_tensor *x, kn_tensor *y, bool image) {
-    kn_loader_opts lo = {.batch_size = 1000, .scale = 1.0 / 255, .mean = 0.2860, .std = 0.3530,
+    kn_loader_opts lo = {.batch_size = 1000,
+                         .scale = 1.0 / 255,
+                         .mean = 0.2860,
+                         .std = 0.3530,
                          .add_channel_dim = image};
     kn_loader *l = kn_loader_new(x, y, &lo);
     if (!l) return NAN;
@@ -198,8 +226,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "fashion_mnist: %s\n", kn_last_error());
         return 1;
     }
-    kn_loader_opts lo = {.batch_size = a.batch, .shuffle = true, .seed = a.seed, .prefetch = true,
-                         .scale = 1.0 / 255, .mean = 0.2860, .std = 0.3530,
+    kn_loader_opts lo = {.batch_size = a.batch,
+                         .shuffle = true,
+                         .seed = a.seed,
+                         .prefetch = true,
+                         .scale = 1.0 / 255,
+                         .mean = 0.2860,
+                         .std = 0.3530,
                          .add_channel_dim = image};
     kn_loader *loader = kn_loader_new(xtr, ytr, &lo);
     if (!loader) {
@@ -208,8 +241,8 @@ int main(int argc, char **argv) {
     }
     int64_t nb = kn_loader_num_batches(loader);
     /* cosine annealing of the lr over every step of the run (stepped per batch) */
-    kn_scheduler *sched = strcmp(a.sched, "cosine") ? NULL
-                                                    : kn_cosinelr_new(opt, a.epochs * nb, 0.0);
+    kn_scheduler *sched =
+        strcmp(a.sched, "cosine") ? NULL : kn_cosinelr_new(opt, a.epochs * nb, 0.0);
     if (!strcmp(a.sched, "cosine") && !sched) {
         fprintf(stderr, "fashion_mnist: %s\n", kn_last_error());
         return 1;
@@ -225,10 +258,16 @@ int main(int argc, char **argv) {
         printf("resumed from %s at epoch %d, step %lld\n", a.resume, start_epoch,
                (long long)ck.step);
     }
-    printf("model %s (%lld parameters), optimizer %s lr %g, batch %lld, %lld training samples, "
-           "threads %d\n",
-           a.model, (long long)kn_module_num_params(model, true), kn_optimizer_name(opt), a.lr,
-           (long long)a.batch, (long long)kn_tensor_dim(xtr, 0), kn_get_num_threads());
+    printf("model %s (%lld parameters), %s mode, optimizer %s lr %g, batch %lld, %lld training "
+           "samples, threads %d\n",
+           a.model, (long long)kn_module_num_params(model, true), a.mode, kn_optimizer_name(opt),
+           a.lr, (long long)a.batch, (long long)kn_tensor_dim(xtr, 0), kn_get_num_threads());
+    bool graph = !strcmp(a.mode, "graph");
+    kn_train_step *ts = graph ? kn_train_step_new(loss_fn, model, opt, NULL) : NULL;
+    if (graph && !ts) {
+        fprintf(stderr, "fashion_mnist: %s\n", kn_last_error());
+        return 1;
+    }
     bool tty = isatty(STDOUT_FILENO);
     double total_time = 0;
     int rc = 0;
@@ -241,15 +280,21 @@ int main(int argc, char **argv) {
         int r;
         while ((r = kn_loader_next(loader, &bx, &by)) == 1) {
             kn_scope s = kn_scope_begin();
-            kn_optimizer_zero_grad(opt, true);
-            kn_tensor *loss = kn_cross_entropy(kn_module_forward(model, bx), by, NULL);
-            if (!loss || kn_backward(loss, NULL) || kn_optimizer_step(opt) ||
-                (sched && kn_scheduler_step(sched))) {
-                fprintf(stderr, "\nfashion_mnist: step failed: %s\n", kn_last_error());
-                rc = 1;
+            double lv = 0;
+            if (graph) {
+                kn_tensor *in[2] = {bx, by};
+                rc = kn_train_step_run(ts, in, 2, &lv) != KN_OK;
             } else {
-                loss_sum += kn_item(loss);
+                kn_optimizer_zero_grad(opt, true);
+                kn_tensor *loss = kn_cross_entropy(kn_module_forward(model, bx), by, NULL);
+                rc = !loss || kn_backward(loss, NULL) || kn_optimizer_step(opt);
+                if (!rc) lv = kn_item(loss);
             }
+            if (!rc && sched && kn_scheduler_step(sched)) rc = 1;
+            if (rc)
+                fprintf(stderr, "\nfashion_mnist: step failed: %s\n", kn_last_error());
+            else
+                loss_sum += lv;
             seen += kn_tensor_dim(bx, 0);
             kn_scope_end(s);
             kn_tensor_free(bx);
@@ -294,6 +339,7 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     printf("training time %.1f s, peak RSS %.1f MB\n", total_time, (double)ru.ru_maxrss / 1024.0);
     if (a.save && !rc) printf("saved checkpoint %s\n", a.save);
+    kn_train_step_free(ts);
     kn_loader_free(loader);
     kn_scheduler_free(sched);
     kn_optimizer_free(opt);

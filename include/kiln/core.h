@@ -118,6 +118,11 @@ size_t kn_live_tensors(void);     /* tensors alive in the process (for leak test
  * kn_memory_cached reports its size, kn_memory_trim returns it to the system. Thread safe. */
 size_t kn_memory_cached(void);
 void kn_memory_trim(void);
+/* Bytes of tensor memory (and kernel scratch) in use now, and the highest value since the last
+ * kn_memory_reset_peak (or the start). Cached free blocks do not count. Thread safe. */
+size_t kn_memory_in_use(void);
+size_t kn_memory_peak(void);
+void kn_memory_reset_peak(void);
 
 /* ---- inspection ---- */
 kn_dtype kn_tensor_dtype(const kn_tensor *t);

@@ -80,7 +80,32 @@ static size_t cache_limit(void) {
     return g_cache_limit;
 }
 
+static _Atomic size_t g_in_use, g_peak;
+
+static void in_use_add(size_t n) {
+    size_t now = atomic_fetch_add(&g_in_use, n) + n, p = atomic_load(&g_peak);
+    while (now > p && !atomic_compare_exchange_weak(&g_peak, &p, now)) {
+    }
+}
+
+size_t kn_memory_in_use(void) {
+    return atomic_load(&g_in_use);
+}
+size_t kn_memory_peak(void) {
+    return atomic_load(&g_peak);
+}
+void kn_memory_reset_peak(void) {
+    atomic_store(&g_peak, atomic_load(&g_in_use));
+}
+
+static void *aligned_alloc_raw(size_t n);
 void *kn__aligned_alloc(size_t n) {
+    void *p = aligned_alloc_raw(n);
+    if (p) in_use_add(*(size_t *)((char *)p - KN_HDR));
+    return p;
+}
+
+static void *aligned_alloc_raw(size_t n) {
     size_t cap = (n + 4095) & ~(size_t)4095;
     if (cap < n || cap + KN_HDR < cap)
         return kn__errp(KN_ELIMIT, "allocation of %zu bytes overflows", n);
@@ -111,6 +136,7 @@ void kn__aligned_free(void *p) {
     if (!p) return;
     char *base = (char *)p - KN_HDR;
     size_t cap = *(size_t *)base;
+    atomic_fetch_sub(&g_in_use, cap);
     if (cap >= KN_CACHE_MIN) {
         pthread_mutex_lock(&g_cache_mu);
         if (g_ncache < KN_CACHE_SLOTS && g_cached_bytes + cap <= cache_limit()) {
