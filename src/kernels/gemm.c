@@ -48,6 +48,16 @@ void kn__sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
         return;
     }
 #ifdef KILN_HAVE_BLAS
+    if (M == 1 && fits_int(M, N, K, lda, ldb, ldc) && (ta || lda >= K)) {
+        /* a single row (batch-1 inference): GEMV reads the weights once, without packing */
+        if (tb)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)N, (int)K, alpha, B, (int)ldb, A,
+                        ta ? (int)lda : 1, beta, C, 1);
+        else
+            cblas_sgemv(CblasRowMajor, CblasTrans, (int)K, (int)N, alpha, B, (int)ldb, A,
+                        ta ? (int)lda : 1, beta, C, 1);
+        return;
+    }
     if (fits_int(M, N, K, lda, ldb, ldc)) {
         cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                     (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
