@@ -79,7 +79,8 @@ typedef struct kn_compile_opts {
     bool freeze;      /* weights are constants (inference): enables folding them and conv+bn */
 } kn_compile_opts;
 /* Runs the passes (NULL opts: all passes, no freeze). Compiling again starts from the traced
- * graph, so passes can be toggled. Plans are built lazily per batch size. */
+ * graph, so passes can be toggled. Plans are built lazily per batch size. $KILN_GRAPH_DISABLE
+ * (e.g. "fuse,cse", or "all") switches passes off in every compile, for bisecting. */
 kn_status kn_graph_compile(kn_graph *g, const kn_compile_opts *opts);
 
 /* ---- run ---- */

@@ -309,9 +309,34 @@ typedef struct {
     const char *name;
 } pass_info;
 
+/* $KILN_GRAPH_DISABLE: comma-separated pass names to switch off in every compile (bisecting a
+ * problem in a program you cannot edit), e.g. "fuse,cse"; "all" switches off every pass. */
+static unsigned env_disabled(void) {
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } names[] = {
+        {"dce", KN_PASS_DCE},           {"cse", KN_PASS_CSE},         {"fold", KN_PASS_FOLD},
+        {"simplify", KN_PASS_SIMPLIFY}, {"conv_bn", KN_PASS_CONV_BN}, {"fuse", KN_PASS_FUSE},
+        {"epilogue", KN_PASS_EPILOGUE}, {"inplace", KN_PASS_INPLACE}, {"all", KN_PASS_ALL}};
+    const char *e = getenv("KILN_GRAPH_DISABLE");
+    unsigned bits = 0;
+    while (e && *e) {
+        size_t len = strcspn(e, ",");
+        bool known = false;
+        for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+            if (strlen(names[k].name) == len && !strncmp(e, names[k].name, len))
+                bits |= names[k].bit, known = true;
+        if (!known) kn__log(2, "KILN_GRAPH_DISABLE: unknown pass '%.*s'", (int)len, e);
+        e += len + (e[len] == ',');
+    }
+    return bits;
+}
+
 kn_status kn_graph_compile(kn_graph *g, const kn_compile_opts *opts) {
     if (!g) return kn__err(KN_EINVAL, "graph_compile: NULL graph");
     kn_compile_opts o = opts ? *opts : (kn_compile_opts){0};
+    o.disable |= env_disabled();
     kn_status st = restart_from_trace(g);
     if (st) return st;
     g->copts = o;
