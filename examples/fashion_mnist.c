@@ -151,6 +151,29 @@ static int loss_fn(void *user, kn_tensor *const *in, int nin, kn_tensor **out, i
     return out[0] ? 1 : kn_last_status();
 }
 
+/* The inference graph beside the checkpoint: "x.kiln" -> "x.graph.kiln" (else FILE.graph.kiln).
+ * Traced in eval mode at batch 1 with a symbolic batch; `kiln info/run/bench` read it. */
+static int save_graph(kn_module *model, bool image, const char *ckpt) {
+    char path[4096];
+    size_t n = strlen(ckpt);
+    if (n > 5 && !strcmp(ckpt + n - 5, ".kiln"))
+        snprintf(path, sizeof path, "%.*s.graph.kiln", (int)(n - 5), ckpt);
+    else
+        snprintf(path, sizeof path, "%s.graph.kiln", ckpt);
+    kn_scope s = kn_scope_begin();
+    kn_tensor *x = image ? kn_zeros(KN_F32, 4, (int64_t[]){1, 1, 28, 28})
+                         : kn_zeros(KN_F32, 3, (int64_t[]){1, 28, 28});
+    kn_graph *g = kn_trace_module(model, x);
+    int rc = !g || kn_graph_save(g, path) != KN_OK;
+    if (rc)
+        fprintf(stderr, "fashion_mnist: saving the graph failed: %s\n", kn_last_error());
+    else
+        printf("saved inference graph %s (kiln info %s)\n", path, path);
+    kn_graph_free(g);
+    kn_scope_end(s);
+    return rc;
+}
+
 static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -338,7 +361,10 @@ int main(int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("training time %.1f s, peak RSS %.1f MB\n", total_time, (double)ru.ru_maxrss / 1024.0);
-    if (a.save && !rc) printf("saved checkpoint %s\n", a.save);
+    if (a.save && !rc) {
+        printf("saved checkpoint %s\n", a.save);
+        rc = save_graph(model, image, a.save);
+    }
     kn_train_step_free(ts);
     kn_loader_free(loader);
     kn_scheduler_free(sched);
