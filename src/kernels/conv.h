@@ -90,6 +90,11 @@ bool kn__conv_shift_bwd_data(kn_dtype dt, const void *gy, const void *w, const v
                              const kn_conv_geom *g);
 /* Direct AVX-512 stride-1 ungrouped f32 convolution and its input gradient
  * (x86/conv_avx512.c); same contract (false: not applicable, nothing done). */
+/* 2x2 / stride-2 max pool of nrows row pairs of width W (even, <= 32; rows of consecutive planes
+ * of height 2*OH stacked), values into y (nrows x W/2) and, if idx, indices within each plane.
+ * Bit-identical to the reference scan. false: not applicable (no AVX-512, W out of range). */
+bool kn__maxpool2x2_rows_avx512(const float *x, float *y, int64_t *idx, int64_t nrows, int64_t OH,
+                                int64_t W);
 bool kn__conv_direct_avx512_fwd(const float *x, const float *w, const float *b, float *y,
                                 const kn_conv_geom *g);
 bool kn__conv_direct_avx512_bwd_data(const float *gy, const float *w, const float *b, float *gx,

@@ -25,7 +25,9 @@
 #define T float
 #define S f32
 #define ACC double
+#define KN_POOL_F32 1
 #include "conv_ref_tmpl.h"
+#undef KN_POOL_F32
 #undef T
 #undef S
 #undef ACC

@@ -354,13 +354,14 @@ KN_CONV_CLONES static void LOCAL(maxpool_2x2)(const T *restrict xp, T *restrict 
             T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
             T m = a;
             int64_t k = 0;
-            bool tb = b > m || b != b;
+            /* `|`, not `||`: no short-circuit branch, so short rows stay branch-free too */
+            bool tb = (b > m) | (b != b);
             m = tb ? b : m;
             k = tb ? 1 : k;
-            bool tc = c > m || c != c;
+            bool tc = (c > m) | (c != c);
             m = tc ? c : m;
             k = tc ? W : k;
-            bool td = d > m || d != d;
+            bool td = (d > m) | (d != d);
             m = td ? d : m;
             k = td ? W + 1 : k;
             yr[ow] = m;
@@ -373,6 +374,12 @@ KN_CONV_CLONES static void LOCAL(maxpool_plane)(const T *restrict xp, T *restric
                                                 int64_t *restrict ip, const kn_pool_geom *p) {
     if (p->kh == 2 && p->kw == 2 && p->sh == 2 && p->sw == 2 && p->ph == 0 && p->pw == 0 &&
         p->dh == 1 && p->dw == 1 && 2 * p->OH <= p->H && 2 * p->OW <= p->W) {
+#if KN_POOL_F32
+        /* short rows: the AVX-512 row-pair kernel (same bits) */
+        if (p->W == 2 * p->OW && p->H == 2 * p->OH && p->W <= 32 &&
+            kn__maxpool2x2_rows_avx512(xp, yp, ip, p->OH, p->OH, p->W))
+            return;
+#endif
         LOCAL(maxpool_2x2)(xp, yp, ip, p);
         return;
     }

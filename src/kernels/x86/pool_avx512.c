@@ -1,0 +1,70 @@
+/*
+ * pool_avx512.c - 2x2 / stride-2 max pooling of short rows (W <= 32) with AVX-512.
+ *
+ * The generic kernel vectorises along a row of output columns; with LeNet's 8- and 24-wide
+ * planes a row is a handful of columns and the scalar selects become branches that mispredict
+ * on every other element. Here one row pair (two input rows, one output row) is one step:
+ * masked loads, even/odd de-interleave with permutes, and the window's four candidates compared
+ * with mask registers in the reference's scan order (a later candidate wins when greater or NaN),
+ * so values and indices are bit-identical to the reference.
+ */
+#include <immintrin.h>
+
+#include "core/core_impl.h"
+#include "kernels/conv.h"
+
+static bool has_avx512(void) {
+    static int v = -1;
+    if (v < 0) v = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    return v == 1;
+}
+
+__attribute__((target("avx512f"))) static void rows(const float *x, float *y, int64_t *idx,
+                                                    int64_t nrows, int64_t OH, int64_t W) {
+    const int64_t OW = W / 2;
+    const __mmask16 lo_m = (__mmask16)(W >= 16 ? 0xffff : (1u << W) - 1);
+    const __mmask16 hi_m = (__mmask16)(W <= 16 ? 0 : (1u << (W - 16)) - 1);
+    const __mmask16 out_m = (__mmask16)((1u << OW) - 1);
+    const __m512i even =
+        _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    for (int64_t r = 0; r < nrows; r++) {
+        const float *r0 = x + r * 2 * W, *r1 = r0 + W;
+        __m512 a0 = _mm512_maskz_loadu_ps(lo_m, r0), a1 = _mm512_maskz_loadu_ps(hi_m, r0 + 16);
+        __m512 b0 = _mm512_maskz_loadu_ps(lo_m, r1), b1 = _mm512_maskz_loadu_ps(hi_m, r1 + 16);
+        __m512 a = _mm512_permutex2var_ps(a0, even, a1), b = _mm512_permutex2var_ps(a0, odd, a1);
+        __m512 c = _mm512_permutex2var_ps(b0, even, b1), d = _mm512_permutex2var_ps(b0, odd, b1);
+        __m512 m = a;
+        __m512i k = _mm512_setzero_si512();
+        __mmask16 t = _mm512_cmp_ps_mask(b, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
+        m = _mm512_mask_mov_ps(m, t, b);
+        k = _mm512_mask_mov_epi32(k, t, _mm512_set1_epi32(1));
+        t = _mm512_cmp_ps_mask(c, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q);
+        m = _mm512_mask_mov_ps(m, t, c);
+        k = _mm512_mask_mov_epi32(k, t, _mm512_set1_epi32((int)W));
+        t = _mm512_cmp_ps_mask(d, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q);
+        m = _mm512_mask_mov_ps(m, t, d);
+        k = _mm512_mask_mov_epi32(k, t, _mm512_set1_epi32((int)W + 1));
+        _mm512_mask_storeu_ps(y + r * OW, out_m, m);
+        if (idx) {
+            /* index within the plane: 2*oh*W + 2*ow + k */
+            int64_t oh = r % OH;
+            __m512i v = _mm512_add_epi32(
+                _mm512_add_epi32(_mm512_set1_epi32((int)(2 * oh * W)), _mm512_slli_epi32(lane, 1)),
+                k);
+            __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v));
+            __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(v, 1));
+            _mm512_mask_storeu_epi64(idx + r * OW, (__mmask8)(out_m & 0xff), lo);
+            if (OW > 8) _mm512_mask_storeu_epi64(idx + r * OW + 8, (__mmask8)(out_m >> 8), hi);
+        }
+    }
+}
+
+bool kn__maxpool2x2_rows_avx512(const float *x, float *y, int64_t *idx, int64_t nrows, int64_t OH,
+                                int64_t W) {
+    if (!has_avx512() || W < 2 || W > 32 || (W & 1) || OH < 1 || 2 * OH * W > INT32_MAX)
+        return false;
+    rows(x, y, idx, nrows, OH, W);
+    return true;
+}
