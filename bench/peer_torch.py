@@ -9,6 +9,10 @@ Subcommands:
   train --model mlp|lenet --torch-threads T --blas-threads B [--steps N]
       samples/s of an eager training loop on the real Fashion-MNIST training set, the same models,
       loss, optimizer and data as bench/bench_train.c (TRAIN_* below), and the process's peak RSS.
+  infer --torch-threads T --blas-threads B [--models mlp,lenet] [--batches 1,64]
+      inference latency of the bench/bench_infer.c models (the TRAIN models, eval mode) at each
+      batch size: impl=torch is eager under torch.inference_mode(); impl=torch_jit is
+      torch.jit.trace (per batch size) + torch.jit.freeze, called under torch.no_grad().
   aggregate FILE...
       reads raw lines written by both sides over several rounds, takes per-case medians across
       rounds, prints the result lines with ratio_vs_pytorch = torch_ms / kiln_ms (> 1: kiln is
@@ -40,11 +44,21 @@ steps, then N steps (N from the warm-up's speed to take about BENCH_TRAIN_S = 6 
 [20, 100000]; --steps fixes N); samples/s = samples / wall time of the N steps (batch fetching
 included). BENCH_QUICK=1: 2 warm-up and 5 timed steps. Peak RSS is getrusage's ru_maxrss.
 
+Inference (infer): models as make_train_model builds them (torch.manual_seed(0) init; the weights
+differ from kiln's but the layers and shapes are the same), model.eval(), input torch.randn
+(N,1,28,28). Per case: INFER_WARMUP (20) warm-up calls (enough for the profiling executor of
+torch.jit to profile and optimise; the freeze happens before them), then K calls with K from the
+last 10 warm-up calls' speed to take about BENCH_TARGET_S (0.4) seconds, clamped to [20, 5000];
+each call timed on its own with time.perf_counter, gc disabled; median and 90th percentile
+(nearest rank) reported. BENCH_QUICK=1: 2 warm-up and 5 timed calls.
+
 Raw output lines (one per case):
   raw bench=gemm n=1024 threads=2 impl=torch cfg=t2b2 ms=<median> gflops=<..> reps=<k>
   raw bench=ops op=<op> pass=fwd|bwd shape=<..> impl=torch cfg=t2b1 ms=<median> reps=<k>
   raw bench=train model=mlp impl=torch cfg=t1b1 torch_threads=1 samples_per_s=<..> steps=<N>
       samples=<..> seconds=<..> loss=<mean loss of the timed steps> peak_rss_mb=<ru_maxrss>
+  raw bench=infer model=mlp batch=1 threads=<torch threads> impl=torch|torch_jit cfg=t1b1
+      torch_threads=1 ms=<median> p90_ms=<..> reps=<k>
 """
 import math
 import os
@@ -326,6 +340,89 @@ def run_train(args):
     return 0
 
 
+# ---- infer: must match bench/bench_infer.c ----
+
+INFER_WARMUP, INFER_MIN_REPS, INFER_MAX_REPS = 20, 20, 5000
+
+
+def time_calls(call, quick, target_s):
+    """call() runs one inference. Returns (median s, p90 s, reps), each call timed alone."""
+    warm = 2 if quick else INFER_WARMUP
+    tail = []
+    for i in range(warm):
+        t0 = time.perf_counter()
+        call()
+        t1 = time.perf_counter()
+        if i >= warm // 2:
+            tail.append(t1 - t0)
+    reps = 5
+    if not quick:
+        per = sum(tail) / len(tail) if tail else 0.0
+        reps = math.ceil(target_s / per) if per > 0 else INFER_MAX_REPS
+        reps = max(INFER_MIN_REPS, min(INFER_MAX_REPS, reps))
+    v = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        call()
+        v.append(time.perf_counter() - t0)
+    v.sort()
+    return statistics.median(v), v[max(0, math.ceil(0.9 * reps) - 1)], reps
+
+
+def run_infer(args):
+    import gc
+
+    models = [m for m in args.get("--models", "mlp,lenet").split(",") if m]
+    bad = [m for m in models if m not in TRAIN_TARGETS]
+    if bad or not models:
+        print(f"peer_torch.py: infer: unknown model(s) {bad} (mlp, lenet)", file=sys.stderr)
+        return 2
+    batches = parse_list(args.get("--batches", "1,64"))
+    torch_threads = int(args.get("--torch-threads", "1"))
+    blas_threads = int(args.get("--blas-threads", str(torch_threads)))
+    torch = setup_torch(torch_threads, blas_threads)
+    quick, target = env_flag("BENCH_QUICK"), env_float("BENCH_TARGET_S", 0.4)
+    cfg = f"t{torch_threads}b{blas_threads}"
+    rc = 0
+    for name in models:
+        torch.manual_seed(0)
+        model = make_train_model(torch, name).eval()
+        for b in batches:
+            torch.manual_seed(1)
+            x = torch.randn(b, 1, 28, 28)
+            head = (f"raw bench=infer model={name} batch={b} threads={torch_threads}")
+
+            def eager():
+                with torch.inference_mode():
+                    return model(x)
+
+            try:
+                with torch.no_grad():
+                    frozen = torch.jit.freeze(torch.jit.trace(model, x))
+            except Exception as e:  # noqa: BLE001  (reported as an error line)
+                frozen, err = None, str(e).replace('"', "'").replace("\n", " ")[:200]
+
+            def jit():
+                with torch.no_grad():
+                    return frozen(x)
+
+            for impl, call in (("torch", eager), ("torch_jit", jit)):
+                if impl == "torch_jit" and frozen is None:
+                    print(f'{head} impl=torch_jit cfg={cfg} status=error msg="{err}"', flush=True)
+                    rc = 1
+                    continue
+                gc.disable()
+                med, p90, reps = time_calls(call, quick, target)
+                gc.enable()
+                print(f"{head} impl={impl} cfg={cfg} torch_threads={torch_threads} "
+                      f"ms={med * 1e3:.5f} p90_ms={p90 * 1e3:.5f} reps={reps}", flush=True)
+            with torch.no_grad():  # the frozen graph must compute what eager does
+                if frozen is not None and not torch.allclose(eager(), jit(), 1e-4, 1e-5):
+                    print(f"peer_torch.py: infer: torch_jit differs from eager ({name}, batch {b})",
+                          file=sys.stderr)
+    return rc
+
+
 # ---- aggregate ----
 
 TOKEN = re.compile(r'(\w+)=("[^"]*"|\S+)')
@@ -416,7 +513,8 @@ def aggregate(paths):
         summarize("ops", ratios, len(ops), failed=failed)
         if failed:
             rc = 1
-    return aggregate_train(recs) or rc
+    rc = aggregate_train(recs) or rc
+    return aggregate_graph(recs) or rc
 
 
 def aggregate_train(recs):
@@ -447,6 +545,11 @@ def aggregate_train(recs):
                                                           "sps": [], "rss": []})
             c["sps"].append(float(r["samples_per_s"]))
             c["rss"].append(float(r["peak_rss_mb"]))
+    # The graph benchmark's eager lines (models that also have impl=kiln_graph lines and no torch
+    # lines) belong to aggregate_graph, not here.
+    graph_models = {x.get("model") for x in recs
+                    if x.get("bench") == "train" and x.get("impl") == "kiln_graph"}
+    order = [m for m in order if not (m in graph_models and not train[m]["torch"])]
     ratios, failed, below, rss_bad = [], [], [], []
     for m in order:
         e = train[m]
@@ -480,7 +583,7 @@ def aggregate_train(recs):
               f"rss_ok={'NA' if rss_ok is None else 'yes' if rss_ok else 'no'} "
               f"threads={e['threads']} torch_cfg={cfg} loss={statistics.median(e['loss']):.4f} "
               f"rounds={len(e['kiln'])}")
-    if train:
+    if order:
         mn = min(ratios) if ratios else (None, "none")
         print(f"bench=train summary models={len(train)} compared={len(ratios)} "
               f"min_ratio={fmt(mn[0], 3)} min_case={mn[1]} "
@@ -516,6 +619,148 @@ def aggregate_train(recs):
     return rc
 
 
+GRAPH_TRAIN_TARGETS = {"mlp": 1.0, "lenet": 1.18}  # graph / eager samples/s (issue 4)
+GRAPH_MEM_TARGET = 0.7  # graph step memory / eager step memory, at most
+INFER_EAGER_TARGET = 2.0  # torch eager ms / kiln graph ms, at least, at batch 1 (kiln <= 0.5x)
+INFER_EAGER_TARGET_BATCHES = (1,)
+INFER_JIT_TARGET = 1.0  # torch_jit ms / kiln graph ms, at least, in every case
+
+
+def aggregate_graph(recs):
+    """The graph benchmark (issue 4).
+    bench=train with impl=kiln_graph: per model, median samples/s over rounds of the compiled
+    training step (impl=kiln_graph) against the eager loop of the same run (impl=kiln),
+    speedup = graph / eager; step memory (step_mem_mb: what one step allocates, the graph's arena
+    included) graph's largest over rounds against eager's smallest, mem_ratio = graph / eager.
+    bench=infer: per (model, batch), the median ms over rounds of each thread setting, then each
+    implementation's best setting: kiln graph (kiln_ms), PyTorch eager (torch_ms), torch.jit
+    trace+freeze (jit_ms) and kiln eager (for reference); ratio_vs_eager = torch_ms / kiln_ms,
+    ratio_vs_jit = jit_ms / kiln_ms (> 1: kiln faster). Prints every setting's median
+    (kiln_t<n>, torch_t<n>, jit_t<n>, kiln_eager_t<n>) and a summary of the targets not met.
+    Give it one graph run's file: every bench=train impl=kiln line read counts as the eager side
+    of a model that has impl=kiln_graph lines."""
+    rc = 0
+    not_met, failed = [], []
+    tg, torder = {}, []
+    for r in (x for x in recs if x.get("bench") == "train"):
+        m = r.get("model", "?")
+        if r.get("impl") not in ("kiln", "kiln_graph"):
+            continue
+        if m not in tg:
+            torder.append(m)
+            tg[m] = {"kiln": {"sps": [], "mem": [], "peak": [], "arena": [], "err": ""},
+                     "kiln_graph": {"sps": [], "mem": [], "peak": [], "arena": [], "err": ""}}
+        e = tg[m][r["impl"]]
+        if r.get("status"):
+            e["err"] = e["err"] or f'{r["status"]}: {r.get("msg", "")}'
+        else:
+            e["sps"].append(float(r["samples_per_s"]))
+            if "step_mem_mb" in r:
+                e["mem"].append(float(r["step_mem_mb"]))
+                e["peak"].append(float(r["step_peak_mb"]))
+                e["arena"].append(float(r["arena_mb"]))
+    for m in torder:
+        ea, gr = tg[m]["kiln"], tg[m]["kiln_graph"]
+        if not gr["sps"] and not gr["err"]:
+            continue  # the plain train benchmark: aggregate_train's
+        if not gr["sps"] or not ea["sps"]:
+            which = "kiln_graph" if not gr["sps"] else "kiln"
+            print(f'bench=train_graph model={m} impl={which} status=error '
+                  f'msg="{(gr if not gr["sps"] else ea)["err"] or "no result"}"')
+            failed.append(f"train_graph/{m}")
+            continue
+        g_sps, e_sps = statistics.median(gr["sps"]), statistics.median(ea["sps"])
+        speedup = g_sps / e_sps
+        target = GRAPH_TRAIN_TARGETS.get(m)
+        speed_ok = None if target is None else speedup >= target
+        g_mem = max(gr["mem"]) if gr["mem"] else None
+        e_mem = min(ea["mem"]) if ea["mem"] else None
+        mem_ratio = g_mem / e_mem if g_mem is not None and e_mem else None
+        mem_ok = None if mem_ratio is None else mem_ratio <= GRAPH_MEM_TARGET
+        if speed_ok is False:
+            not_met.append(f"train_speed/{m}")
+        if mem_ok is not True:
+            not_met.append(f"train_mem/{m}")
+        yn = {None: "NA", True: "yes", False: "no"}
+        print(f"bench=train_graph model={m} graph_samples_per_s={g_sps:.1f} "
+              f"eager_samples_per_s={e_sps:.1f} speedup={speedup:.3f} target={target} "
+              f"speed_ok={yn[speed_ok]} graph_step_mem_mb={fmt(g_mem, 3)} "
+              f"eager_step_mem_mb={fmt(e_mem, 3)} mem_ratio={fmt(mem_ratio, 3)} "
+              f"mem_target={GRAPH_MEM_TARGET} mem_ok={yn[mem_ok]} "
+              f"graph_step_peak_mb={fmt(max(gr['peak']) if gr['peak'] else None, 3)} "
+              f"graph_arena_mb={fmt(max(gr['arena']) if gr['arena'] else None, 3)} "
+              f"rounds={len(gr['sps'])}")
+
+    inf, iorder = {}, []
+    for r in (x for x in recs if x.get("bench") == "infer"):
+        key = (r.get("model", "?"), int(r.get("batch", 0)))
+        if key not in inf:
+            iorder.append(key)
+            inf[key] = {"kiln_graph": {}, "kiln_eager": {}, "torch": {}, "torch_jit": {},
+                        "err": {}}
+        e = inf[key]
+        impl = r.get("impl", "?")
+        if impl not in ("kiln_graph", "kiln_eager", "torch", "torch_jit"):
+            continue
+        if r.get("status"):
+            e["err"].setdefault(impl, f'{r["status"]}: {r.get("msg", "")}')
+            continue
+        setting = r.get("cfg") or f't{r.get("threads", "?")}'
+        c = e[impl].setdefault(setting, {"tt": int(r.get("threads", 0)), "ms": []})
+        c["ms"].append(float(r["ms"]))
+
+    def best(settings):
+        """(best median ms, its setting, {threads: best median ms}) or (None, 'none', {})."""
+        med = {s: (statistics.median(v["ms"]), v["tt"]) for s, v in settings.items()}
+        by_t = {}
+        for ms, tt in med.values():
+            by_t[tt] = min(by_t.get(tt, ms), ms)
+        b = min(((ms, s) for s, (ms, _) in med.items()), default=(None, "none"))
+        return b[0], b[1], by_t
+
+    for m, b in sorted(iorder, key=lambda k: (k[0] != "mlp", k[0], k[1])):
+        e = inf[(m, b)]
+        k, k_set, k_t = best(e["kiln_graph"])
+        t, t_set, t_t = best(e["torch"])
+        j, j_set, j_t = best(e["torch_jit"])
+        ke, ke_set, ke_t = best(e["kiln_eager"])
+        if k is None:
+            print(f'bench=infer model={m} batch={b} impl=kiln_graph status=error '
+                  f'msg="{e["err"].get("kiln_graph", "no result")}"')
+            failed.append(f"infer/{m}/b{b}")
+            continue
+        r_eager = t / k if t else None
+        r_jit = j / k if j else None
+        eager_target = INFER_EAGER_TARGET if b in INFER_EAGER_TARGET_BATCHES else None
+        eager_ok = None if eager_target is None or r_eager is None else r_eager >= eager_target
+        jit_ok = None if r_jit is None else r_jit >= INFER_JIT_TARGET
+        if eager_target is not None and eager_ok is not True:
+            not_met.append(f"infer_vs_eager/{m}/b{b}")
+        if jit_ok is not True:
+            not_met.append(f"infer_vs_jit/{m}/b{b}")
+        yn = {None: "NA", True: "yes", False: "no"}
+        cols = " ".join(f"{p}_t{tt}={fmt(v)}" for p, d in
+                        (("kiln", k_t), ("torch", t_t), ("jit", j_t), ("kiln_eager", ke_t))
+                        for tt, v in sorted(d.items()))
+        errs = " ".join(f"{i}_error=\"{msg}\"" for i, msg in e["err"].items())
+        print(f"bench=infer model={m} batch={b} kiln_ms={fmt(k)} kiln_setting={k_set} "
+              f"torch_ms={fmt(t)} torch_cfg={t_set} jit_ms={fmt(j)} jit_cfg={j_set} "
+              f"ratio_vs_eager={fmt(r_eager, 3)} ratio_vs_jit={fmt(r_jit, 3)} "
+              f"eager_target={eager_target or 'NA'} eager_ok={yn[eager_ok]} "
+              f"jit_target={INFER_JIT_TARGET} jit_ok={yn[jit_ok]} "
+              f"kiln_eager_ms={fmt(ke)} kiln_eager_setting={ke_set} {cols} "
+              f"rounds={len(e['kiln_graph'].get(k_set, {'ms': []})['ms'])}"
+              + (f" {errs}" if errs else ""))
+    graph_train = [m for m in torder if tg[m]["kiln_graph"]["sps"] or tg[m]["kiln_graph"]["err"]]
+    if graph_train or inf:
+        print(f"bench=graph summary train_models={len(graph_train)} infer_cases={len(inf)} "
+              f"targets_not_met={','.join(not_met) or 'none'} "
+              f"failed={','.join(failed) or 'none'}")
+    if failed:
+        rc = 1
+    return rc
+
+
 def summarize(bench, ratios, ncases, target=None, failed=()):
     gm = geomean([r for r, _ in ratios])
     mn = min(ratios) if ratios else (None, "none")
@@ -530,7 +775,7 @@ def summarize(bench, ratios, ncases, target=None, failed=()):
 
 
 def main(argv):
-    if len(argv) < 2 or argv[1] not in ("gemm", "ops", "train", "aggregate"):
+    if len(argv) < 2 or argv[1] not in ("gemm", "ops", "train", "infer", "aggregate"):
         print(__doc__, file=sys.stderr)
         return 2
     if argv[1] == "aggregate":
@@ -540,12 +785,15 @@ def main(argv):
         print("peer_torch.py: options take one value each", file=sys.stderr)
         return 2
     args = dict(zip(rest[::2], rest[1::2]))
-    allowed = {"--torch-threads", "--blas-threads", "--sizes", "--ops", "--model", "--steps"}
+    allowed = {"--torch-threads", "--blas-threads", "--sizes", "--ops", "--model", "--steps",
+               "--models", "--batches"}
     if set(args) - allowed:
         print(f"peer_torch.py: unknown option(s) {sorted(set(args) - allowed)}", file=sys.stderr)
         return 2
     if argv[1] == "train":
         return run_train(args)
+    if argv[1] == "infer":
+        return run_infer(args)
     (run_gemm if argv[1] == "gemm" else run_ops)(args)
     return 0
 

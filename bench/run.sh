@@ -3,13 +3,24 @@
 # (kiln, torch, kiln, torch, ...) for BENCH_ROUNDS rounds, then prints one line per case with the
 # median over rounds and ratio_vs_pytorch = torch_ms / kiln_ms (> 1: kiln faster), and a summary.
 # train: samples/s of a training loop (bench_train.c), ratio = kiln / PyTorch's best setting, plus
-# peak RSS and a 1- vs 3-epoch flat-memory check. It appends nothing to docs/; raw lines are kept
-# in bench/out/<name>-<time>.raw.
+# peak RSS and a 1- vs 3-epoch flat-memory check.
+# graph: static graphs (issue 4). Per round, per model: bench_train --mode eager, then --mode
+# graph (compiled kn_train_step; kiln only): speedup = graph / eager samples/s and the step's
+# memory (step_mem_mb, the graph's arena included; see bench_train.c), graph / eager; then
+# bench_infer (kiln graph: trace + compile(freeze) + run_into, and kiln eager, batch 1 and 64,
+# threads GRAPH_THREADS) and `peer_torch.py infer` (PyTorch eager under inference_mode and
+# torch.jit.trace + freeze) per torch setting: per (model, batch) each side's best thread
+# setting, ratio_vs_eager = torch_ms / kiln_ms, ratio_vs_jit = jit_ms / kiln_ms.
+# Targets: graph training >= 1.18x eager (LeNet), >= 1.0x (MLP); step memory <= 0.7x eager;
+# kiln <= 0.5x PyTorch eager latency at batch 1; kiln <= torch.jit in every case. The summary
+# lists the targets not met.
+# It appends nothing to docs/; raw lines are kept in bench/out/<name>-<time>.raw.
 #
-# Usage: bash bench/run.sh [gemm|ops|train]  (no argument: all)
+# Usage: bash bench/run.sh [gemm|ops|train|graph]  (no argument: all)
 # Environment:
 #   BENCH_ROUNDS=3        rounds of (kiln, torch) per benchmark
-#   BENCH_QUICK=1         1 warm-up + 2 timed calls per case: a pipeline check, not a measurement
+#   BENCH_QUICK=1         1 warm-up + 2 timed calls per case (train, graph: 2 + 5): a pipeline
+#                         check, not a measurement
 #   BENCH_TARGET_S=0.4    timed seconds per case per round (reps clamped to [5, 200])
 #   BENCH_OPS=a,b         only these op cases (names as in bench_ops.c / peer_torch.py)
 #   GEMM_SIZES=256,512,1024,2048   GEMM_THREADS="1 2"
@@ -20,9 +31,19 @@
 #   TORCH_TRAIN_CFGS="1:1 2:2"   torch_threads:openblas_threads settings for train; each is
 #                         reported (torch_t<n>) and the best one gives the ratio
 #   BENCH_TRAIN_S=6 BENCH_TRAIN_WARMUP=20   timed seconds / warm-up steps per training case
+#                         (also for the graph benchmark's training part)
+#   GRAPH_MODELS=mlp,lenet   models of the graph benchmark (training and inference)
+#   GRAPH_BATCHES=1,64    inference batch sizes of the graph benchmark
+#   GRAPH_THREADS="1 2"   thread settings of the inference part, kiln (bench_infer --threads)
+#                         and PyTorch (torch t + OpenBLAS t each, unless TORCH_GRAPH_CFGS is set);
+#                         the training part uses TRAIN_THREADS
+#   TORCH_GRAPH_CFGS="1:1 2:2"   torch_threads:openblas_threads settings for inference (default
+#                         from GRAPH_THREADS); the best one per case gives the ratios
+#   (bench_infer and peer_torch.py infer: 20 warm-up calls, then calls for about BENCH_TARGET_S
+#    = 0.4 s, clamped to [20, 5000]; median and p90 of per-call times)
 #   TRAIN_RSS_MODELS=mlp TRAIN_RSS_EPOCHS="1 3"   flat-memory check after the rounds: peak RSS of
 #                         separate kiln runs of these many full epochs (quick: 20 steps each)
-#   BUILD=build           build folder holding bench_gemm, bench_ops and bench_train
+#   BUILD=build           build folder holding bench_gemm, bench_ops, bench_train, bench_infer
 #   BENCH_PYTHON=/usr/bin/python3
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
@@ -41,12 +62,19 @@ TRAIN_THREADS=${TRAIN_THREADS:-2}
 TORCH_TRAIN_CFGS=${TORCH_TRAIN_CFGS:-1:1 2:2}
 TRAIN_RSS_MODELS=${TRAIN_RSS_MODELS:-mlp}
 TRAIN_RSS_EPOCHS=${TRAIN_RSS_EPOCHS:-1 3}
+GRAPH_MODELS=${GRAPH_MODELS:-mlp,lenet}
+GRAPH_BATCHES=${GRAPH_BATCHES:-1,64}
+GRAPH_THREADS=${GRAPH_THREADS:-1 2}
+if [ -z "${TORCH_GRAPH_CFGS:-}" ]; then
+  TORCH_GRAPH_CFGS=""
+  for t in $GRAPH_THREADS; do TORCH_GRAPH_CFGS="$TORCH_GRAPH_CFGS $t:$t"; done
+fi
 
 case "$B" in
-  "") names=(gemm ops train) ;;
-  gemm | ops | train) names=("$B") ;;
+  "") names=(gemm ops train graph) ;;
+  gemm | ops | train | graph) names=("$B") ;;
   *)
-    echo "bench/run.sh: unknown benchmark '$B' (known: gemm, ops, train; empty for all)" >&2
+    echo "bench/run.sh: unknown benchmark '$B' (known: gemm, ops, train, graph; empty for all)" >&2
     exit 2
     ;;
 esac
@@ -71,8 +99,16 @@ say() { echo "[bench] $*" >&2; }
 
 for name in "${names[@]}"; do
   bin="$BUILD/bench_$name"
-  if [ ! -x "$bin" ]; then
-    echo "bench/run.sh: $bin not built (run 'make build' first)" >&2
+  bins=("$bin")
+  [ "$name" = graph ] && bins=("$BUILD/bench_train" "$BUILD/bench_infer")
+  missing=0
+  for b in "${bins[@]}"; do
+    if [ ! -x "$b" ]; then
+      echo "bench/run.sh: $b not built (run 'make build' first)" >&2
+      missing=1
+    fi
+  done
+  if [ $missing = 1 ]; then
     rc=1
     continue
   fi
@@ -92,6 +128,25 @@ for name in "${names[@]}"; do
           say "gemm round $r/$ROUNDS: torch (torch $t + OpenBLAS $t threads)"
           OPENBLAS_NUM_THREADS=$t "$PY" bench/peer_torch.py gemm --torch-threads "$t" \
             --blas-threads "$t" --sizes "$GEMM_SIZES" >>"$raw" || rc=1
+        done
+      fi
+    elif [ "$name" = graph ]; then
+      for model in ${GRAPH_MODELS//,/ }; do
+        for mode in eager graph; do
+          say "graph round $r/$ROUNDS: train $model kiln $mode (threads $TRAIN_THREADS)"
+          "$BUILD/bench_train" --model "$model" --mode "$mode" --threads "$TRAIN_THREADS" \
+            >>"$raw" || rc=1
+        done
+      done
+      say "graph round $r/$ROUNDS: infer kiln graph+eager (threads ${GRAPH_THREADS// /,})"
+      "$BUILD/bench_infer" --models "$GRAPH_MODELS" --batches "$GRAPH_BATCHES" \
+        --threads "${GRAPH_THREADS// /,}" --mode both >>"$raw" || rc=1
+      if [ $have_torch = 1 ]; then
+        for cfg in $TORCH_GRAPH_CFGS; do
+          t=${cfg%%:*} b=${cfg##*:}
+          say "graph round $r/$ROUNDS: infer torch eager+jit (torch $t + OpenBLAS $b threads)"
+          OPENBLAS_NUM_THREADS=$b "$PY" bench/peer_torch.py infer --models "$GRAPH_MODELS" \
+            --batches "$GRAPH_BATCHES" --torch-threads "$t" --blas-threads "$b" >>"$raw" || rc=1
         done
       fi
     elif [ "$name" = train ]; then

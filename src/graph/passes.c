@@ -161,6 +161,19 @@ static int simplify_node(kn_graph *g, kn_gnode *n) {
         const kn_gnode *p = &g->nodes[g->vals[a].node];
         if (!p->dead && is_op(p, "neg")) return p->in[0];
     }
+    if (is_op(n, "relu_backward") && g->vals[b].kind == GV_NODE) {
+        /* relu_backward(g, x) masks with x > 0; relu(x) > 0 exactly when x > 0 (NaN: neither),
+         * so the mask can come from relu's output. Then relu's input has no use after the
+         * forward and relu runs in place over it: one activation less is kept for backward. */
+        for (int i = 0; i < g->nnodes; i++) {
+            const kn_gnode *r = &g->nodes[i];
+            if (!r->dead && is_op(r, "relu") && r->in[0] == b &&
+                g->vals[r->out[0]].dtype == g->vals[b].dtype) {
+                n->in[1] = r->out[0];
+                break;
+            }
+        }
+    }
     if (is_op(n, "reshape") && g->vals[a].kind == GV_NODE) {
         /* reshape(reshape(x)) -> reshape(x): rewire in place, keep this node */
         const kn_gnode *p = &g->nodes[g->vals[a].node];
