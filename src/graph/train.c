@@ -113,7 +113,15 @@ kn_status kn_train_step_run(kn_train_step *s, kn_tensor *const *in, int nin, dou
         s->last = k;
         return KN_OK;
     }
-    /* a new shape: run the step eagerly under the tracer, then compile */
+    /* a new shape: run the step eagerly under the tracer, then compile (reported) */
+    int traced = 0;
+    for (int k = 0; k < STEP_CACHE; k++)
+        traced += s->cache[k].g != NULL;
+    if (traced)
+        kn__log(2,
+                "train_step: tracing and compiling again for new input shapes (input 0: %lld "
+                "rows)",
+                nin ? (long long)(in[0]->ndim ? in[0]->shape[0] : 1) : 0LL);
     int slot = 0;
     for (int k = 0; k < STEP_CACHE; k++)
         if (!s->cache[k].g) {
