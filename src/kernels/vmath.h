@@ -42,7 +42,9 @@ static inline float kn__expf(float x) {
     p = p * r + 5.0000001201E-1f;
     p = p * r * r + r + 1.0f;
     int32_t h = ni >> 1;
-    float res = p * kn__bits2f((h + 127) << 23) * kn__bits2f((ni - h + 127) << 23);
+    /* unsigned shifts: for NaN input ni is garbage (the result is discarded below) */
+    float res = p * kn__bits2f((int32_t)((uint32_t)(h + 127) << 23)) *
+                kn__bits2f((int32_t)((uint32_t)(ni - h + 127) << 23));
     return x != x ? x : res;
 }
 
@@ -93,7 +95,9 @@ static inline float kn__tanhf(float x) {
     return a < 0.625f ? small : big;
 }
 
-static inline float kn__sigmoidf(float x) { return 1.0f / (1.0f + kn__expf(-x)); }
+static inline float kn__sigmoidf(float x) {
+    return 1.0f / (1.0f + kn__expf(-x));
+}
 
 static inline float kn__erff(float x) {
     float a = fabsf(x);

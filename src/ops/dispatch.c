@@ -94,7 +94,9 @@ bool kn__attr_has(const kn_attrs *a, const char *name) {
 int64_t kn__attr_int(const kn_attrs *a, const char *name, int64_t def) {
     const kn_attr *s = attr_get(a, name);
     if (!s || s->n < 1) return def;
-    return s->kind == KN_ATTR_FLOAT ? (int64_t)s->f : s->ints[0];
+    if (s->kind != KN_ATTR_FLOAT) return s->ints[0];
+    /* a float where an int is expected (e.g. from a file): out of range or NaN reads as absent */
+    return s->f >= -9.2e18 && s->f <= 9.2e18 ? (int64_t)s->f : def;
 }
 int kn__attr_ints(const kn_attrs *a, const char *name, int64_t *out, int max) {
     const kn_attr *s = attr_get(a, name);

@@ -901,11 +901,13 @@ static kn_status tri_forward(kn_opctx *c) {
     const char *xp = kn__ptr(xc);
     char *op = kn__ptr(out);
     int64_t rows = total / C;
+    /* beyond [-R-1, C+1] the diagonal offset changes nothing: clamp it so i + k cannot overflow */
+    int64_t kc = k < -R - 1 ? -R - 1 : k > C + 1 ? C + 1 : k;
 #pragma omp parallel for num_threads(kn__threads()) if (total > PAR_MIN) schedule(static)
     for (int64_t r = 0; r < rows; r++) {
         int64_t i = r % R;
         /* kept columns: tril [0, i+k], triu [i+k, C) */
-        int64_t b = i + k, j0, j1;
+        int64_t b = i + kc, j0, j1;
         if (upper) {
             j0 = b < 0 ? 0 : (b > C ? C : b);
             j1 = C;

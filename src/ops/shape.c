@@ -54,8 +54,8 @@ static kn_status reshape_infer(kn_opctx *c) {
             infer = i;
         } else if (shape[i] < 0) {
             return kn__err(KN_EINVAL, "reshape: invalid size %lld", (long long)shape[i]);
-        } else {
-            known *= shape[i];
+        } else if (__builtin_mul_overflow(known, shape[i], &known)) {
+            return kn__err(KN_ELIMIT, "reshape: the target shape has too many elements");
         }
     }
     int64_t numel = kn__numel(x->ndim, x->shape);
@@ -331,7 +331,7 @@ static kn_status slice_resolve(const char *who, const kn_attrs *at, int ndim, co
     if (end < 0) end = end < -size ? 0 : end + size;
     if (start > size) start = size;
     if (end > size) end = size;
-    int64_t len = end > start ? (end - start + step - 1) / step : 0;
+    int64_t len = end > start ? (end - start - 1) / step + 1 : 0; /* no overflow for huge steps */
     *s = (slice_spec){d, start, len, step};
     return KN_OK;
 }
