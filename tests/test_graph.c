@@ -272,6 +272,19 @@ static void train_both(kn_module *(*make)(void), bool adam) {
     for (int i = 0; i < n; i++)
         if (!same_bits(p0[i].tensor, p1[i].tensor)) KT_FAIL("parameter %s differs", p0[i].name);
     KT_EQ_INT(20, kn_optimizer_steps(opt[1]));
+    {
+        /* a compiled training step allocates nothing once traced */
+        int64_t B = 16;
+        kn_tensor *x = kn_randn(KN_F32, 4, (int64_t[]){B, 1, 28, 28});
+        kn_tensor *y = kn_cast(kn_mul_scalar(kn_rand(KN_F32, 1, &B), 9.99), KN_I64);
+        kn_tensor *in[2] = {x, y};
+        double l;
+        KT_OK(kn_train_step_run(ts, in, 2, &l));
+        uint64_t before = kn__alloc_count();
+        for (int r = 0; r < 3; r++)
+            KT_OK(kn_train_step_run(ts, in, 2, &l));
+        KT_EQ_INT(0, kn__alloc_count() - before);
+    }
     kn_graph_stats st;
     KT_OK(kn_graph_stats_get(kn_train_step_graph(ts), &st));
     KT_TRUE(st.fused_groups > 0);

@@ -185,7 +185,7 @@ static void *col_alloc(int64_t KK, int64_t th, int64_t OW, size_t es, int slots,
         !kn__mul_ok(b, (size_t)slots, &c))
         return kn__errp(KN_ENOMEM, "conv2d: column buffer size overflows");
     *per_slot = (int64_t)a;
-    return kn__aligned_alloc(c ? c : 64);
+    return kn__scratch_get(c ? c : 64);
 }
 
 /* Fills rows [0, Og) of y (Og x P, row stride P) with bias values b[0..Og). */
@@ -251,7 +251,7 @@ static kn_status conv_fwd_gemm(kn_dtype dt, const void *x, const void *w, const 
             }
         }
     }
-    kn__aligned_free(col);
+    kn__scratch_put(col);
     return KN_OK;
 }
 
@@ -325,7 +325,7 @@ static kn_status conv_bwd_data_gemm(kn_dtype dt, const void *gy, const void *w, 
             }
         }
     }
-    kn__aligned_free(col);
+    kn__scratch_put(col);
     return KN_OK;
 }
 
@@ -351,7 +351,7 @@ static kn_status conv_bwd_weight_gemm(kn_dtype dt, const void *x, const void *gy
             kn__dwconv2d_bwd_weight_f32(x, gy, gw, g, (float *)scratch);
         else
             kn__dwconv2d_bwd_weight_f64(x, gy, gw, g, (double *)scratch);
-        kn__aligned_free(scratch);
+        kn__scratch_put(scratch);
         return KN_OK;
     }
     const bool direct = is_direct_1x1(g, p);
@@ -365,8 +365,8 @@ static kn_status conv_bwd_weight_gemm(kn_dtype dt, const void *x, const void *gy
     int64_t per = 0;
     char *col = NULL, *part = NULL;
     if (!direct && !(col = col_alloc(KK, th, g->OW, es, cslots, &per))) return kn_last_status();
-    if (S > 1 && !(part = kn__aligned_alloc((size_t)((S - 1) * WN) * es))) {
-        kn__aligned_free(col);
+    if (S > 1 && !(part = kn__scratch_get((size_t)((S - 1) * WN) * es))) {
+        kn__scratch_put(col);
         return kn_last_status();
     }
 #pragma omp parallel for num_threads(nth) if (par) schedule(static)
@@ -408,8 +408,8 @@ static kn_status conv_bwd_weight_gemm(kn_dtype dt, const void *x, const void *gy
                 d[i] += q[i];
         }
     }
-    kn__aligned_free(part);
-    kn__aligned_free(col);
+    kn__scratch_put(part);
+    kn__scratch_put(col);
     return KN_OK;
 }
 

@@ -130,9 +130,9 @@ static kn_status cls_geom(const char *op, const kn_opctx *c, int first, int wi, 
 }
 
 static void cls_free(clsdata *cd) {
-    kn__free(cd->t_owned);
-    kn__free(cd->w);
-    kn__free(cd->wf);
+    kn__scratch_put(cd->t_owned);
+    kn__scratch_put(cd->w);
+    kn__scratch_put(cd->wf);
     cd->t_owned = NULL;
     cd->w = NULL;
     cd->wf = NULL;
@@ -145,7 +145,7 @@ static kn_status cls_load(const char *op, const kn_opctx *c, int first, int wi, 
     if (t->dtype == KN_I64 && kn__is_contiguous(t)) {
         cd->t = (const int64_t *)kn__ptr(t);
     } else {
-        cd->t_owned = kn__malloc((size_t)(M > 0 ? M : 1) * sizeof(int64_t));
+        cd->t_owned = kn__scratch_get((size_t)(M > 0 ? M : 1) * sizeof(int64_t));
         if (!cd->t_owned) return kn_last_status();
         if (M > 0 && kn_tensor_read(t, KN_I64, cd->t_owned, (size_t)M * sizeof(int64_t)))
             return kn_last_status();
@@ -158,8 +158,8 @@ static kn_status cls_load(const char *op, const kn_opctx *c, int first, int wi, 
                            (long long)v, (long long)C);
     }
     if (w) {
-        cd->w = kn__malloc((size_t)(C > 0 ? C : 1) * sizeof(double));
-        cd->wf = kn__malloc((size_t)(C > 0 ? C : 1) * sizeof(float));
+        cd->w = kn__scratch_get((size_t)(C > 0 ? C : 1) * sizeof(double));
+        cd->wf = kn__scratch_get((size_t)(C > 0 ? C : 1) * sizeof(float));
         if (!cd->w || !cd->wf) return kn_last_status();
         if (C > 0 && kn_tensor_read(w, KN_F64, cd->w, (size_t)C * sizeof(double)))
             return kn_last_status();
@@ -211,9 +211,9 @@ static inline double cls_coef(const clsdata *cd, const double *g, int64_t i) {
 
 /* the first n values of t (any strides) as doubles */
 static double *read_f64(kn_tensor *t, int64_t n) {
-    double *b = kn__malloc((size_t)(n > 0 ? n : 1) * sizeof(double));
+    double *b = kn__scratch_get((size_t)(n > 0 ? n : 1) * sizeof(double));
     if (b && n > 0 && kn_tensor_read(t, KN_F64, b, (size_t)n * sizeof(double)) != KN_OK) {
-        kn__free(b);
+        kn__scratch_put(b);
         return NULL;
     }
     return b;
@@ -221,9 +221,9 @@ static double *read_f64(kn_tensor *t, int64_t n) {
 
 static double *cls_gbuf(kn_tensor *g, const clsdata *cd) {
     int64_t n = cd->red == KN_REDUCE_NONE ? cd->M : 1;
-    double *b = kn__malloc((size_t)(n > 0 ? n : 1) * sizeof(double));
+    double *b = kn__scratch_get((size_t)(n > 0 ? n : 1) * sizeof(double));
     if (b && n > 0 && kn_tensor_read(g, KN_F64, b, (size_t)n * sizeof(double)) != KN_OK) {
-        kn__free(b);
+        kn__scratch_put(b);
         return NULL;
     }
     return b;
@@ -534,7 +534,7 @@ static kn_status ce_forward_impl(kn_opctx *c, bool fast) {
     double *loss = NULL;
     kn_tensor *xc = NULL;
     if (s != KN_OK) goto done;
-    loss = kn__malloc((size_t)(cd.M > 0 ? cd.M : 1) * sizeof(double));
+    loss = kn__scratch_get((size_t)(cd.M > 0 ? cd.M : 1) * sizeof(double));
     xc = loss ? kn__contig(c->in[0]) : NULL;
     if (!xc) {
         s = kn_last_status();
@@ -567,7 +567,7 @@ static kn_status ce_forward_impl(kn_opctx *c, bool fast) {
     cls_finish(c->out[0], loss, &cd);
 done:
     kn_tensor_free(xc);
-    kn__free(loss);
+    kn__scratch_put(loss);
     cls_free(&cd);
     return s;
 }
@@ -641,8 +641,8 @@ static kn_status ceb_forward_impl(kn_opctx *c, bool fast) {
 done:
     kn_tensor_free(xc);
     kn_tensor_free(lc);
-    kn__free(g);
-    kn__free(h);
+    kn__scratch_put(g);
+    kn__scratch_put(h);
     cls_free(&cd);
     return s;
 }
@@ -722,7 +722,7 @@ static kn_status nll_forward(kn_opctx *c) {
     double *loss = NULL;
     kn_tensor *xc = NULL;
     if (s != KN_OK) goto done;
-    loss = kn__malloc((size_t)(cd.M > 0 ? cd.M : 1) * sizeof(double));
+    loss = kn__scratch_get((size_t)(cd.M > 0 ? cd.M : 1) * sizeof(double));
     xc = loss ? kn__contig(c->in[0]) : NULL;
     if (!xc) {
         s = kn_last_status();
@@ -736,7 +736,7 @@ static kn_status nll_forward(kn_opctx *c) {
     cls_finish(c->out[0], loss, &cd);
 done:
     kn_tensor_free(xc);
-    kn__free(loss);
+    kn__scratch_put(loss);
     cls_free(&cd);
     return s;
 }
@@ -776,7 +776,7 @@ static kn_status nllb_forward(kn_opctx *c) {
         if (t != cd.ign) st(gx, cd.dt, b + t * cd.S, -cls_coef(&cd, g, i) * (cd.w ? cd.w[t] : 1.0));
     }
 done:
-    kn__free(g);
+    kn__scratch_put(g);
     cls_free(&cd);
     return s;
 }
@@ -888,7 +888,7 @@ static kn_status pl_forward(kn_opctx *c) {
         goto done;
     }
     int64_t nb = (n + PL_BLOCK - 1) / PL_BLOCK;
-    part = kn__malloc((size_t)(nb > 0 ? nb : 1) * sizeof(double));
+    part = kn__scratch_get((size_t)(nb > 0 ? nb : 1) * sizeof(double));
     if (!part) {
         s = kn_last_status();
         goto done;
@@ -906,7 +906,7 @@ static kn_status pl_forward(kn_opctx *c) {
         tot += part[b];
     st(o, dt, 0, red == KN_REDUCE_MEAN ? tot / (double)n : tot);
 done:
-    kn__free(part);
+    kn__scratch_put(part);
     kn_tensor_free(xc);
     kn_tensor_free(yc);
     return s;
@@ -1139,10 +1139,10 @@ static kn_status emb_forward(kn_opctx *c) {
     if (ix->dtype == KN_I64 && kn__is_contiguous(ix)) {
         id = (const int64_t *)kn__ptr(ix);
     } else {
-        owned = kn__malloc((size_t)(M > 0 ? M : 1) * sizeof(int64_t));
+        owned = kn__scratch_get((size_t)(M > 0 ? M : 1) * sizeof(int64_t));
         if (!owned) return kn_last_status();
         if (M > 0 && kn_tensor_read(ix, KN_I64, owned, (size_t)M * sizeof(int64_t))) {
-            kn__free(owned);
+            kn__scratch_put(owned);
             return kn_last_status();
         }
         id = owned;
@@ -1152,12 +1152,12 @@ static kn_status emb_forward(kn_opctx *c) {
             kn_status s =
                 kn__err(KN_EINVAL, "embedding: index %lld out of range for num_embeddings %lld",
                         (long long)id[i], (long long)V);
-            kn__free(owned);
+            kn__scratch_put(owned);
             return s;
         }
     kn_tensor *wc = kn__contig(w);
     if (!wc) {
-        kn__free(owned);
+        kn__scratch_put(owned);
         return kn_last_status();
     }
     size_t row = (size_t)D * kn_dtype_size(w->dtype);
@@ -1169,7 +1169,7 @@ static kn_status emb_forward(kn_opctx *c) {
             memcpy(o + (size_t)i * row, wp + (size_t)id[i] * row, row);
     }
     kn_tensor_free(wc);
-    kn__free(owned);
+    kn__scratch_put(owned);
     return KN_OK;
 }
 

@@ -185,35 +185,74 @@ static int split_point(const kn_tensor *x, const bool *mask) {
 /* Reduced dims on both sides of a kept one (a bias gradient's {0, 2, 3}): sum the last run
  * first, then the rest of that partial sum, each stage over adjacent dims, instead of copying x
  * into a permuted layout. The order of additions is fixed by the shape alone. */
+static const kn_opdef op_sum;
+static kn_status sum_run(kn_opctx *c, bool ref);
+
+/* A contiguous header with the given shape over memory it does not own, on the stack. */
+static void stack_tensor(kn_tensor *t, kn_storage *st, kn_dtype dt, int nd, const int64_t *shape,
+                         void *data, int64_t offset) {
+    memset(t, 0, sizeof *t);
+    memset(st, 0, sizeof *st);
+    atomic_init(&st->refcount, 1);
+    st->data = data;
+    st->nbytes = (size_t)kn__numel(nd, shape) * kn_dtype_size(dt);
+    st->external = true;
+    atomic_init(&t->refcount, 1);
+    t->dtype = dt;
+    t->ndim = nd;
+    memcpy(t->shape, shape, sizeof(int64_t) * (size_t)nd);
+    kn__contiguous_strides(nd, shape, t->strides);
+    t->offset = offset;
+    t->storage = st;
+}
+
+/* Two adjacent-axis sums (inner axes into per-thread scratch, then outer axes into the output),
+ * run directly on stack headers: the same arithmetic as sum(sum(x, inner), outer) with no
+ * allocation, so compiled graphs stay allocation-free. */
 static kn_status sum_in_stages(kn_opctx *c, const bool *mask, int split) {
     kn_tensor *x = c->in[0], *o = c->out[0];
-    int inner[KN_MAX_DIMS], outer[KN_MAX_DIMS], ni = 0, no = 0;
+    int64_t inner[KN_MAX_DIMS], outer[KN_MAX_DIMS];
+    int ni = 0, no = 0;
+    int64_t mshape[KN_MAX_DIMS], oshape[KN_MAX_DIMS];
     for (int i = 0; i < x->ndim; i++) {
+        mshape[i] = oshape[i] = x->shape[i];
         if (!mask[i]) continue;
-        if (i >= split)
+        if (i >= split) {
             inner[ni++] = i;
-        else
+            mshape[i] = oshape[i] = 1;
+        } else {
             outer[no++] = i;
-    }
-    bool prev = kn_set_grad_enabled(false);
-    kn_scope s = kn_scope_begin();
-    kn_tensor *t = kn_sum(kn_sum(x, inner, ni, true), outer, no, true);
-    kn_status st = t ? KN_OK : kn_last_status();
-    if (t) {
-        kn__copy_into(o, t); /* same elements, keepdim layout vs the output's */
-        if (strcmp(c->op->name, "mean") == 0) {
-            double r = (double)kn__reduce_count(x, mask);
-            int64_t n = kn__numel(o->ndim, o->shape);
-            if (o->dtype == KN_F32)
-                for (int64_t i = 0; i < n; i++)
-                    ((float *)kn__ptr(o))[i] = (float)(((float *)kn__ptr(o))[i] / r);
-            else
-                for (int64_t i = 0; i < n; i++)
-                    ((double *)kn__ptr(o))[i] /= r;
+            oshape[i] = 1;
         }
     }
-    kn_scope_end(s);
-    kn_set_grad_enabled(prev);
+    size_t es = kn_dtype_size(x->dtype);
+    void *buf = kn__scratch_get((size_t)kn__numel(x->ndim, mshape) * es + 64);
+    if (!buf) return kn_last_status();
+    kn_tensor mid, ov;
+    kn_storage ms, os;
+    stack_tensor(&mid, &ms, x->dtype, x->ndim, mshape, buf, 0);
+    stack_tensor(&ov, &os, o->dtype, x->ndim, oshape, o->storage->data, o->offset);
+    kn_attrs a1 = {0}, a2 = {0};
+    kn_attrs_set_ints(&a1, "axes", inner, ni);
+    kn_attrs_set_int(&a1, "keepdim", 1);
+    kn_attrs_set_ints(&a2, "axes", outer, no);
+    kn_attrs_set_int(&a2, "keepdim", 1);
+    kn_tensor *m1 = &mid, *o2 = &ov;
+    kn_opctx c1 = {.op = &op_sum, .nin = 1, .in = &x, .attrs = &a1, .nout = 1, .out = {m1}};
+    kn_opctx c2 = {.op = &op_sum, .nin = 1, .in = &m1, .attrs = &a2, .nout = 1, .out = {o2}};
+    kn_status st = sum_run(&c1, false);
+    if (st == KN_OK) st = sum_run(&c2, false);
+    kn__scratch_put(buf);
+    if (st == KN_OK && strcmp(c->op->name, "mean") == 0) {
+        double r = (double)kn__reduce_count(x, mask);
+        int64_t n = kn__numel(o->ndim, o->shape);
+        if (o->dtype == KN_F32)
+            for (int64_t i = 0; i < n; i++)
+                ((float *)kn__ptr(o))[i] = (float)(((float *)kn__ptr(o))[i] / r);
+        else
+            for (int64_t i = 0; i < n; i++)
+                ((double *)kn__ptr(o))[i] /= r;
+    }
     return st;
 }
 

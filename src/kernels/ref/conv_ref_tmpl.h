@@ -462,8 +462,8 @@ void FN(maxpool2d_bwd)(const T *gy, const T *x, T *gx, const kn_pool_geom *p, in
     int nth = kn__threads();
 #pragma omp parallel num_threads(nth) if (planes * HW > 16384)
     {
-        int64_t *ib = kn__malloc(sizeof(int64_t) * (size_t)OHW);
-        T *yb = ib ? kn__malloc(sizeof(T) * (size_t)OHW) : NULL;
+        int64_t *ib = kn__scratch_get(sizeof(int64_t) * (size_t)OHW);
+        T *yb = ib ? kn__scratch_get(sizeof(T) * (size_t)OHW) : NULL;
 #pragma omp for schedule(static)
         for (int64_t q = 0; q < planes; q++) {
             const T *xp = x + q * HW, *gp = gy + q * OHW;
@@ -482,8 +482,8 @@ void FN(maxpool2d_bwd)(const T *gy, const T *x, T *gx, const kn_pool_geom *p, in
                     if (a >= 0 && a < HW) gxp[a] += gp[oh * p->OW + ow];
                 }
         }
-        kn__free(yb);
-        kn__free(ib);
+        kn__scratch_put(yb);
+        kn__scratch_put(ib);
     }
 }
 
