@@ -72,7 +72,8 @@ enum {
     KN_PASS_FUSE = 1 << 5,     /* chains of elementwise ops -> one pass over memory */
     KN_PASS_EPILOGUE = 1 << 6, /* elementwise ops after linear/matmul/conv run on its output */
     KN_PASS_INPLACE = 1 << 7,  /* the planner lets elementwise ops overwrite a dying input */
-    KN_PASS_ALL = 0xff,
+    KN_PASS_EARLY_UPDATE = 1 << 8, /* optimizer updates run as soon as nothing else reads */
+    KN_PASS_ALL = 0x1ff,
 };
 typedef struct kn_compile_opts {
     unsigned disable; /* KN_PASS_* bits to switch off (bisecting) */

@@ -290,6 +290,82 @@ kn_status kn__g_conv_bn(kn_graph *g) {
     return st ? st : kn__g_compact(g);
 }
 
+/* ---- early updates ----
+ * Moves each node that mutates an input (optimizer_update) to just after the last node that
+ * reads any of its inputs, directly or through views (a later reader must not see the new
+ * value). A parameter's gradient then dies right after it is computed instead of living until
+ * the end of the step, so the memory plan overlaps gradients with the rest of backward.
+ * Results are unchanged: the update reads and writes exactly what it did. */
+static bool reads_through_views(const kn_graph *g, int node, int v, int depth) {
+    const kn_gnode *n = &g->nodes[node];
+    for (int j = 0; j < n->nin; j++) {
+        int u = n->in[j];
+        if (u == v) return true;
+        const kn_gval *gu = &g->vals[u];
+        if (depth < 8 && gu->kind == GV_NODE) {
+            const kn_gnode *p = &g->nodes[gu->node];
+            if (p->op && (p->op->flags & KN_OPF_VIEW) &&
+                reads_through_views(g, gu->node, v, depth + 1))
+                return true;
+        }
+    }
+    return false;
+}
+
+kn_status kn__g_early_updates(kn_graph *g) {
+    int *id = kn__malloc(sizeof(int) * (size_t)(g->nnodes ? g->nnodes : 1)); /* original index */
+    if (!id) return kn_last_status();
+    for (int i = 0; i < g->nnodes; i++)
+        id[i] = i;
+    for (int i = 0; i < g->nnodes; i++) {
+        kn_gnode *n = &g->nodes[i];
+        /* optimizer_update writes inputs 0 (param) and 3.. (count, state); 1, 2 are read */
+        if (!n->op || strcmp(n->op->name, "optimizer_update") != 0) continue;
+        int after = -1; /* last node before i that produces an input or reads a written one */
+        for (int k = 0; k < i; k++) {
+            const kn_gnode *m = &g->nodes[k];
+            bool dep = false;
+            for (int j = 0; j < n->nin && !dep; j++) {
+                for (int o = 0; o < m->nout && !dep; o++)
+                    dep = m->out[o] == n->in[j];
+                dep = dep || (j != 1 && j != 2 && reads_through_views(g, k, n->in[j], 0));
+            }
+            if (dep) after = k;
+        }
+        /* a later reader of a written input means the trace read after writing: keep order */
+        bool later = false;
+        for (int k = i + 1; k < g->nnodes && !later; k++)
+            for (int j = 0; j < n->nin && !later; j++)
+                later = j != 1 && j != 2 && reads_through_views(g, k, n->in[j], 0);
+        /* do not split a node from its epilogue */
+        while (after >= 0 && after + 1 < i && g->nodes[after + 1].epilogue_of == id[after])
+            after++;
+        if (later || after + 1 >= i) continue;
+        kn_gnode moved = *n;
+        int mid = id[i];
+        memmove(&g->nodes[after + 2], &g->nodes[after + 1],
+                sizeof *g->nodes * (size_t)(i - after - 1));
+        memmove(&id[after + 2], &id[after + 1], sizeof(int) * (size_t)(i - after - 1));
+        g->nodes[after + 1] = moved;
+        id[after + 1] = mid;
+    }
+    int *pos = kn__malloc(sizeof(int) * (size_t)(g->nnodes ? g->nnodes : 1));
+    if (!pos) {
+        kn__free(id);
+        return kn_last_status();
+    }
+    for (int i = 0; i < g->nnodes; i++)
+        pos[id[i]] = i;
+    for (int i = 0; i < g->nnodes; i++) {
+        if (g->nodes[i].epilogue_of >= 0) g->nodes[i].epilogue_of = pos[g->nodes[i].epilogue_of];
+        for (int o = 0; o < g->nodes[i].nout; o++)
+            g->vals[g->nodes[i].out[o]].node = i;
+    }
+    kn__free(pos);
+    kn__free(id);
+    return KN_OK;
+}
+
 /* ---- the pipeline ---- */
 static kn_status restart_from_trace(kn_graph *g) {
     kn__plan_free_all(g);
@@ -355,9 +431,10 @@ kn_status kn_graph_compile(kn_graph *g, const kn_compile_opts *opts) {
     g->copts = o;
     g->compiled = false;
     static const pass_info order[] = {
-        {KN_PASS_SIMPLIFY, "simplify"}, {KN_PASS_FOLD, "fold"}, {KN_PASS_CONV_BN, "conv_bn"},
-        {KN_PASS_SIMPLIFY, "simplify"}, {KN_PASS_CSE, "cse"},   {KN_PASS_DCE, "dce"},
-        {KN_PASS_FUSE, "fuse"},
+        {KN_PASS_SIMPLIFY, "simplify"}, {KN_PASS_FOLD, "fold"},
+        {KN_PASS_CONV_BN, "conv_bn"},   {KN_PASS_SIMPLIFY, "simplify"},
+        {KN_PASS_CSE, "cse"},           {KN_PASS_DCE, "dce"},
+        {KN_PASS_FUSE, "fuse"},         {KN_PASS_EARLY_UPDATE, "early_upd"},
     };
     kn__g_log(g, "  %-10s %4d nodes\n", "traced", g->nnodes);
     for (size_t k = 0; k < sizeof order / sizeof order[0]; k++) {
@@ -373,6 +450,7 @@ kn_status kn_graph_compile(kn_graph *g, const kn_compile_opts *opts) {
         case KN_PASS_CSE: st = kn__g_cse(g); break;
         case KN_PASS_DCE: st = kn__g_dce(g); break;
         case KN_PASS_FUSE: st = kn__g_fuse(g, !(o.disable & KN_PASS_EPILOGUE)); break;
+        case KN_PASS_EARLY_UPDATE: st = kn__g_early_updates(g); break;
         }
         if (st) return st;
         int groups = 0;
