@@ -235,7 +235,7 @@ static int loss_fn(void *user, kn_tensor *const *in, int nin, kn_tensor **out, i
 
 /* 20 steps eager vs 20 steps as a compiled graph, same init and batches: identical losses and
  * parameters (bit for bit), with a batch of another size at step 10 (a second trace). */
-static void train_both(kn_module *(*make)(void), bool adam) {
+static void train_both(kn_module *(*make)(void), bool adam, bool big_grad) {
     kn_scope s = kn_scope_begin();
     kn_module *m[2];
     kn_optimizer *opt[2];
@@ -288,6 +288,15 @@ static void train_both(kn_module *(*make)(void), bool adam) {
     kn_graph_stats st;
     KT_OK(kn_graph_stats_get(kn_train_step_graph(ts), &st));
     KT_TRUE(st.fused_groups > 0);
+    {
+        /* the weight-gradient GEMMs were fused into their updates */
+        char buf[8192] = {0};
+        FILE *f = fmemopen(buf, sizeof buf - 1, "w");
+        KT_OK(kn_graph_print(kn_train_step_graph(ts), f, false, 16));
+        fclose(f);
+        /* gradients of 1 MiB or more are applied block by block */
+        KT_EQ_INT(big_grad, strstr(buf, "matmul_update") != NULL);
+    }
     kn_train_step_free(ts);
     for (int k = 0; k < 2; k++) {
         kn_optimizer_free(opt[k]);
@@ -297,16 +306,25 @@ static void train_both(kn_module *(*make)(void), bool adam) {
 }
 
 static void test_train_step_mlp_sgd(void) {
-    train_both(mlp, false);
+    train_both(mlp, false, false);
 }
 static void test_train_step_lenet_sgd(void) {
-    train_both(lenet, false);
+    train_both(lenet, false, false);
+}
+/* the examples' MLP: its first layer's gradient GEMM runs in several row blocks */
+static kn_module *mlp_full(void) {
+    kn_module *m[] = {kn_nn_flatten(1, -1), kn_nn_linear(784, 512, true), kn_nn_relu(),
+                      kn_nn_linear(512, 256, true), kn_nn_relu(), kn_nn_linear(256, 10, true)};
+    return kn_nn_sequential(m, 6);
+}
+static void test_train_step_mlp_full_adam(void) {
+    train_both(mlp_full, true, true);
 }
 static void test_train_step_mlp_adam(void) {
-    train_both(mlp, true);
+    train_both(mlp, true, false);
 }
 static void test_train_step_lenet_adam(void) {
-    train_both(lenet, true);
+    train_both(lenet, true, false);
 }
 
 /* debugging aid kept as a test: loss + gradients (no update) replayed equal eager kn_grad */
@@ -356,6 +374,7 @@ int main(void) {
     KT_RUN(test_train_step_mlp_sgd);
     KT_RUN(test_train_step_lenet_sgd);
     KT_RUN(test_train_step_mlp_adam);
+    KT_RUN(test_train_step_mlp_full_adam);
     KT_RUN(test_train_step_lenet_adam);
     KT_RUN(test_mlp_bit_exact);
     KT_RUN(test_lenet_bit_exact);

@@ -73,7 +73,8 @@ enum {
     KN_PASS_EPILOGUE = 1 << 6, /* elementwise ops after linear/matmul/conv run on its output */
     KN_PASS_INPLACE = 1 << 7,  /* the planner lets elementwise ops overwrite a dying input */
     KN_PASS_EARLY_UPDATE = 1 << 8, /* optimizer updates run as soon as nothing else reads */
-    KN_PASS_ALL = 0x1ff,
+    KN_PASS_UPDATE_FUSE = 1 << 9,  /* a weight-gradient GEMM is applied block by block */
+    KN_PASS_ALL = 0x3ff,
 };
 typedef struct kn_compile_opts {
     unsigned disable; /* KN_PASS_* bits to switch off (bisecting) */

@@ -116,6 +116,7 @@ kn_status kn__g_simplify(kn_graph *g);
 kn_status kn__g_conv_bn(kn_graph *g);
 kn_status kn__g_fuse(kn_graph *g, bool epilogue);
 kn_status kn__g_early_updates(kn_graph *g);
+kn_status kn__g_fuse_updates(kn_graph *g);
 
 /* ---- plan.c ---- */
 void kn__plan_free_all(kn_graph *g);

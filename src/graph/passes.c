@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include "graph/graph_impl.h"
+#include "optim/optim_impl.h"
 
 static bool pinned(const kn_gnode *n) {
     return n->op && (n->op->flags & (KN_OPF_RANDOM | KN_OPF_MUTATES));
@@ -320,7 +321,7 @@ kn_status kn__g_early_updates(kn_graph *g) {
     for (int i = 0; i < g->nnodes; i++) {
         kn_gnode *n = &g->nodes[i];
         /* optimizer_update writes inputs 0 (param) and 3.. (count, state); 1, 2 are read */
-        if (!n->op || strcmp(n->op->name, "optimizer_update") != 0) continue;
+        if (n->op != &kn__op_optimizer_update) continue;
         int after = -1; /* last node before i that produces an input or reads a written one */
         for (int k = 0; k < i; k++) {
             const kn_gnode *m = &g->nodes[k];
@@ -366,6 +367,48 @@ kn_status kn__g_early_updates(kn_graph *g) {
     return KN_OK;
 }
 
+/* ---- gradient GEMM fused into its parameter's update ----
+ * optimizer_update(W, matmul(a, b), ...) where the matmul's only use is the update becomes one
+ * matmul_update node (optim.c): the gradient is produced and applied a block of rows at a time
+ * and never materialised whole. Same results (see optim.c). */
+kn_status kn__g_fuse_updates(kn_graph *g) {
+    int *uses = kn__g_uses(g);
+    if (!uses) return kn_last_status();
+    kn_status st = KN_OK;
+    for (int i = 0; i < g->nnodes && st == KN_OK; i++) {
+        kn_gnode *u = &g->nodes[i];
+        if (u->dead || u->op != &kn__op_optimizer_update || u->nin < 4) continue;
+        int gv = u->in[1];
+        const kn_gval *v = &g->vals[gv];
+        if (v->kind != GV_NODE || uses[gv] != 1 || v->ndim != 2) continue;
+        kn_gnode *m = &g->nodes[v->node];
+        if (m->dead || !is_op(m, "matmul") || m->nin != 2 || g->vals[m->in[0]].ndim != 2 ||
+            g->vals[m->in[1]].ndim != 2 || !kn_dtype_is_float(v->dtype))
+            continue;
+        /* worth it for large gradients only: smaller ones cost little memory and one GEMM call
+         * is faster than several */
+        if (kn__numel(v->ndim, v->shape) * (int64_t)kn_dtype_size(v->dtype) < ((int64_t)1 << 20))
+            continue;
+        int *in = kn__malloc(sizeof(int) * (size_t)(u->nin + 1));
+        if (!in) {
+            st = kn_last_status();
+            break;
+        }
+        in[0] = m->in[0];
+        in[1] = m->in[1];
+        in[2] = u->in[0];
+        for (int j = 2; j < u->nin; j++)
+            in[j + 1] = u->in[j];
+        kn__free(u->in);
+        u->in = in;
+        u->nin += 1;
+        u->op = &kn__op_matmul_update;
+        m->dead = true;
+    }
+    kn__free(uses);
+    return st ? st : kn__g_compact(g);
+}
+
 /* ---- the pipeline ---- */
 static kn_status restart_from_trace(kn_graph *g) {
     kn__plan_free_all(g);
@@ -404,10 +447,17 @@ static unsigned env_disabled(void) {
     static const struct {
         const char *name;
         unsigned bit;
-    } names[] = {
-        {"dce", KN_PASS_DCE},           {"cse", KN_PASS_CSE},         {"fold", KN_PASS_FOLD},
-        {"simplify", KN_PASS_SIMPLIFY}, {"conv_bn", KN_PASS_CONV_BN}, {"fuse", KN_PASS_FUSE},
-        {"epilogue", KN_PASS_EPILOGUE}, {"inplace", KN_PASS_INPLACE}, {"all", KN_PASS_ALL}};
+    } names[] = {{"dce", KN_PASS_DCE},
+                 {"cse", KN_PASS_CSE},
+                 {"fold", KN_PASS_FOLD},
+                 {"simplify", KN_PASS_SIMPLIFY},
+                 {"conv_bn", KN_PASS_CONV_BN},
+                 {"fuse", KN_PASS_FUSE},
+                 {"epilogue", KN_PASS_EPILOGUE},
+                 {"inplace", KN_PASS_INPLACE},
+                 {"early_upd", KN_PASS_EARLY_UPDATE},
+                 {"upd_gemm", KN_PASS_UPDATE_FUSE},
+                 {"all", KN_PASS_ALL}};
     const char *e = getenv("KILN_GRAPH_DISABLE");
     unsigned bits = 0;
     while (e && *e) {
@@ -431,10 +481,15 @@ kn_status kn_graph_compile(kn_graph *g, const kn_compile_opts *opts) {
     g->copts = o;
     g->compiled = false;
     static const pass_info order[] = {
-        {KN_PASS_SIMPLIFY, "simplify"}, {KN_PASS_FOLD, "fold"},
-        {KN_PASS_CONV_BN, "conv_bn"},   {KN_PASS_SIMPLIFY, "simplify"},
-        {KN_PASS_CSE, "cse"},           {KN_PASS_DCE, "dce"},
-        {KN_PASS_FUSE, "fuse"},         {KN_PASS_EARLY_UPDATE, "early_upd"},
+        {KN_PASS_SIMPLIFY, "simplify"},
+        {KN_PASS_FOLD, "fold"},
+        {KN_PASS_CONV_BN, "conv_bn"},
+        {KN_PASS_SIMPLIFY, "simplify"},
+        {KN_PASS_CSE, "cse"},
+        {KN_PASS_DCE, "dce"},
+        {KN_PASS_FUSE, "fuse"},
+        {KN_PASS_EARLY_UPDATE, "early_upd"},
+        {KN_PASS_UPDATE_FUSE, "upd_gemm"},
     };
     kn__g_log(g, "  %-10s %4d nodes\n", "traced", g->nnodes);
     for (size_t k = 0; k < sizeof order / sizeof order[0]; k++) {
@@ -451,6 +506,7 @@ kn_status kn_graph_compile(kn_graph *g, const kn_compile_opts *opts) {
         case KN_PASS_DCE: st = kn__g_dce(g); break;
         case KN_PASS_FUSE: st = kn__g_fuse(g, !(o.disable & KN_PASS_EPILOGUE)); break;
         case KN_PASS_EARLY_UPDATE: st = kn__g_early_updates(g); break;
+        case KN_PASS_UPDATE_FUSE: st = kn__g_fuse_updates(g); break;
         }
         if (st) return st;
         int groups = 0;

@@ -25,6 +25,7 @@ typedef struct pbuf {
     int def, last;
     kn_storage *st; /* shared by the values living in this buffer */
     bool output;    /* bound to the caller's output at run time */
+    bool own_st;    /* a workspace: st belongs to the plan */
 } pbuf;
 
 struct kn_plan {
@@ -37,6 +38,7 @@ struct kn_plan {
     uint8_t *kind;        /* per node */
     kn_attrs *attrs;      /* per node, bound to the batch */
     kn_tensor **copy_src; /* K_COPY: header of the input's shape over the output's buffer */
+    int *ws_buf;          /* per node: workspace buffer or -1 */
     pbuf *bufs;
     int nbufs;
     void **staging; /* per input: a buffer for callers' non-contiguous inputs */
@@ -59,6 +61,9 @@ static void plan_free(kn_plan *p) {
     kn__free(p->kind);
     kn__free(p->attrs);
     kn__free(p->copy_src);
+    kn__free(p->ws_buf);
+    for (int k = 0; p->bufs && k < p->nbufs; k++)
+        if (p->bufs[k].own_st) kn__free(p->bufs[k].st);
     kn__free(p->bufs);
     kn__free(p->staging);
     kn__free(p);
@@ -122,11 +127,12 @@ static kn_status build(kn_graph *g, kn_plan *p) {
     p->kind = kn__calloc((size_t)(nn ? nn : 1), 1);
     p->attrs = kn__calloc((size_t)(nn ? nn : 1), sizeof *p->attrs);
     p->copy_src = kn__calloc((size_t)(nn ? nn : 1), sizeof *p->copy_src);
-    p->bufs = kn__calloc((size_t)nv, sizeof *p->bufs);
+    p->bufs = kn__calloc((size_t)nv + (size_t)nn, sizeof *p->bufs);
+    p->ws_buf = kn__malloc(sizeof(int) * (size_t)(nn ? nn : 1));
     p->staging = kn__calloc((size_t)g->ninputs + 1, sizeof *p->staging);
     kn_status st = KN_OK;
     if (!sh || !nd || !last_use || !p->vt || !p->buf_of || !p->root || !p->kind || !p->attrs ||
-        !p->copy_src || !p->bufs || !p->staging) {
+        !p->copy_src || !p->bufs || !p->staging || !p->ws_buf) {
         st = kn_last_status();
         goto done;
     }
@@ -184,6 +190,26 @@ static kn_status build(kn_graph *g, kn_plan *p) {
             continue;
         }
         p->kind[i] = !n->op ? K_GROUP : (n->op->flags & KN_OPF_VIEW) ? K_COPY : K_OP;
+        p->ws_buf[i] = -1;
+        if (n->op && n->op->workspace) {
+            /* temporary memory of this node only: a buffer alive at step i */
+            kn_tensor *ins[KN_MAX_INS];
+            for (int j = 0; j < n->nin; j++)
+                ins[j] = p->vt[n->in[j]];
+            kn_opctx c = {.op = n->op, .nin = n->nin, .in = ins, .attrs = &p->attrs[i]};
+            size_t wb = n->op->workspace(&c);
+            kn_storage *ws = kn__calloc(1, sizeof *ws);
+            if (!ws) goto oom;
+            atomic_init(&ws->refcount, 1);
+            ws->nbytes = wb;
+            ws->external = true;
+            pbuf *b = &p->bufs[p->nbufs];
+            b->size = align64((int64_t)wb);
+            b->def = b->last = i;
+            b->st = ws;
+            b->own_st = true;
+            p->ws_buf[i] = p->nbufs++;
+        }
         for (int o = 0; o < n->nout; o++) {
             int v = n->out[o];
             if (!(p->vt[v] = kn__tensor_external(g->vals[v].dtype, nd[v], sh[v], NULL))) goto oom;
@@ -304,6 +330,10 @@ static kn_status run_node(const kn_graph *g, kn_plan *p, int i) {
     c.in = ins;
     c.attrs = &p->attrs[i];
     c.nout = n->nout;
+    if (p->ws_buf[i] >= 0) {
+        c.ws = p->bufs[p->ws_buf[i]].st->data;
+        c.ws_bytes = p->bufs[p->ws_buf[i]].st->nbytes;
+    }
     for (int o = 0; o < n->nout; o++) {
         kn_tensor *t = p->vt[n->out[o]];
         c.out[o] = t;

@@ -56,6 +56,10 @@ typedef struct kn_opctx {
     int out_ndim[KN_MAX_OUTS];
     int64_t out_shape[KN_MAX_OUTS][KN_MAX_DIMS];
     kn_tensor *out[KN_MAX_OUTS];
+    /* Workspace for ops with a `workspace` hook: the graph executor passes a slice of its arena
+     * (planned like any buffer); eagerly it is NULL and the op takes kernel scratch. */
+    void *ws;
+    size_t ws_bytes;
 } kn_opctx;
 
 typedef struct kn_bwctx {
@@ -87,6 +91,8 @@ struct kn_opdef {
                            kn_iter_fn *fn, void *args);
     const char *onnx; /* ONNX op it maps to, or NULL */
     const char *doc;  /* one line */
+    /* Bytes of temporary memory forward needs for these inputs (NULL: none planned). */
+    size_t (*workspace)(const kn_opctx *c);
 };
 
 /* A family's table: `const kn_opdef *const kn__ops_<family>[] = {&op_a, &op_b, NULL};` */

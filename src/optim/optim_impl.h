@@ -23,6 +23,9 @@ void kn__optim_set_momentum(kn_optimizer *opt, double m);
 kn_status kn__optim_update_with(kn_optimizer *opt, kn_tensor *const *grads);
 kn_status kn__optim_graph_pre(kn_optimizer *opt);
 void kn__optim_graph_post(kn_optimizer *opt);
+/* The update ops the graph compiler rewrites between (see optim.c). */
+struct kn_opdef;
+extern const struct kn_opdef kn__op_optimizer_update, kn__op_matmul_update;
 /* The optimizer's parameters (borrowed), in order. */
 int kn__optim_params(kn_optimizer *opt, kn_tensor **out, int max);
 
