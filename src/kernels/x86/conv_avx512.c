@@ -27,7 +27,7 @@
 #include "kernels/conv.h"
 
 #define CCHUNK 16 /* input channels per pass over a tile */
-#define SLACK 64 /* floats read past the grid by the last tile's loads (results discarded) */
+#define SLACK 64  /* floats read past the grid by the last tile's loads (results discarded) */
 
 typedef struct {
     int64_t C, O, OB, H, W, OH, OW, KH, KW, pt, pl, Wp, Hp, PS;
@@ -235,6 +235,50 @@ __attribute__((target("avx512f"))) static void dw_item(const float *xall, const 
         gw[((ob * 8 + i) * d->C + c) * K2 + k] = _mm512_reduce_add_ps(acc[i]);
 }
 
+/* The same sums, register-blocked: one item is 4 output channels x one input channel x one
+ * kernel row (all KW columns), so each gy vector feeds KW FMAs and each x vector 4 (the plain
+ * item reloads gy for every kernel column). Every accumulator sees the same products in the same
+ * order as in dw_item, so the results are identical. KW is a compile-time constant. */
+static inline __attribute__((always_inline, target("avx512f"))) void
+dw_row_t(const float *xall, const float *gall, float *gw, const dgeom *d, int64_t N, int64_t NP16,
+         size_t xper, size_t gper, int64_t o4, int64_t c, int64_t kh, const int KW) {
+    const int64_t K2 = d->KH * d->KW, NP = d->OH * d->Wp, off = kh * d->Wp;
+    __m512 acc[4][5];
+    for (int i = 0; i < 4; i++)
+        for (int q = 0; q < KW; q++)
+            acc[i][q] = _mm512_setzero_ps();
+    for (int64_t n = 0; n < N; n++) {
+        const float *xs = xall + (size_t)n * xper + c * d->PS + off;
+        const float *gs = gall + (size_t)n * gper + o4 * 4 * NP16;
+        for (int64_t j = 0; j < NP; j += 16) {
+            int64_t l = NP - j;
+            __mmask16 m = l >= 16 ? 0xffff : (__mmask16)((1u << l) - 1);
+            __m512 xv[5];
+            for (int q = 0; q < KW; q++)
+                xv[q] = _mm512_maskz_loadu_ps(m, xs + j + q);
+            for (int i = 0; i < 4; i++) {
+                __m512 gv = _mm512_loadu_ps(gs + i * NP16 + j);
+                for (int q = 0; q < KW; q++)
+                    acc[i][q] = _mm512_fmadd_ps(gv, xv[q], acc[i][q]);
+            }
+        }
+    }
+    for (int i = 0; i < 4 && o4 * 4 + i < d->O; i++)
+        for (int q = 0; q < KW; q++)
+            gw[((o4 * 4 + i) * d->C + c) * K2 + kh * d->KW + q] = _mm512_reduce_add_ps(acc[i][q]);
+}
+
+__attribute__((target("avx512f"))) static void dw_row(const float *xall, const float *gall,
+                                                      float *gw, const dgeom *d, int64_t N,
+                                                      int64_t NP16, size_t xper, size_t gper,
+                                                      int64_t o4, int64_t c, int64_t kh) {
+    switch (d->KW) {
+    case 3: dw_row_t(xall, gall, gw, d, N, NP16, xper, gper, o4, c, kh, 3); break;
+    case 5: dw_row_t(xall, gall, gw, d, N, NP16, xper, gper, o4, c, kh, 5); break;
+    default: dw_row_t(xall, gall, gw, d, N, NP16, xper, gper, o4, c, kh, (int)d->KW); break;
+    }
+}
+
 bool kn__conv_direct_avx512_bwd_weight(const float *x, const float *gy, float *gw,
                                        const kn_conv_geom *g) {
     dgeom d;
@@ -266,11 +310,19 @@ bool kn__conv_direct_avx512_bwd_weight(const float *x, const float *gy, float *g
                 memcpy(gp + o * NP16 + oh * d.Wp, gy + ((n * d.O + o) * d.OH + oh) * d.OW,
                        (size_t)d.OW * sizeof(float));
     }
-    const int64_t items = d.OB * d.C * K2;
+    if (d.KW <= 5) {
+        const int64_t items = d.OB * 2 * d.C * d.KH; /* 4-channel groups x C x kernel rows */
 #pragma omp parallel for num_threads(nth) schedule(static)
-    for (int64_t it = 0; it < items; it++)
-        dw_item(xall, gall, gw, &d, g->N, NP16, xper, gper, it / (d.C * K2), (it / K2) % d.C,
-                it % K2);
+        for (int64_t it = 0; it < items; it++)
+            dw_row(xall, gall, gw, &d, g->N, NP16, xper, gper, it / (d.C * d.KH), (it / d.KH) % d.C,
+                   it % d.KH);
+    } else {
+        const int64_t items = d.OB * d.C * K2;
+#pragma omp parallel for num_threads(nth) schedule(static)
+        for (int64_t it = 0; it < items; it++)
+            dw_item(xall, gall, gw, &d, g->N, NP16, xper, gper, it / (d.C * K2), (it / K2) % d.C,
+                    it % K2);
+    }
     kn__scratch_put(buf);
     return true;
 }
