@@ -511,6 +511,48 @@ static void test_max_pool_fast_vs_ref(void) {
     }
 }
 
+/* max_pool2d_backward, fast vs reference, compared as bytes (signed zeros included) on the
+ * 2x2/stride-2 shapes the dense AVX-512 backward takes, with ties, NaNs and -0 gradients */
+static void test_max_pool_backward_fast_vs_ref(void) {
+    int64_t shapes[][4] = {{2, 3, 8, 8}, {2, 3, 24, 24}, {1, 2, 2, 2}, {1, 1, 6, 14}, {3, 2, 4, 32}};
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        kn_scope sc = kn_scope_begin();
+        kn_tensor *x = kn_randn(KN_F32, 4, shapes[i]);
+        float *p = kn_tensor_data(x);
+        int64_t n = kn_tensor_numel(x);
+        for (int64_t k = 0; k + 1 < n; k += 5)
+            p[k] = p[k + 1];
+        p[n / 2] = NAN;
+        if (n > 7) p[7] = NAN, p[6] = NAN;
+        int64_t os[4] = {shapes[i][0], shapes[i][1], shapes[i][2] / 2, shapes[i][3] / 2};
+        kn_tensor *gy = kn_randn(KN_F32, 4, os);
+        float *g = kn_tensor_data(gy);
+        for (int64_t k = 0; k < kn_tensor_numel(gy); k += 3)
+            g[k] = -0.0f;
+        kn_attrs a = {0};
+        kn_attrs_set_ints(&a, "kernel", (int64_t[]){2, 2}, 2);
+        kn_attrs_set_ints(&a, "stride", (int64_t[]){2, 2}, 2);
+        kn_attrs_set_ints(&a, "padding", (int64_t[]){0, 0}, 2);
+        kn_attrs_set_ints(&a, "dilation", (int64_t[]){1, 1}, 2);
+        kn_tensor *in[2] = {gy, x}, *f = NULL, *fwd[2] = {0};
+        KT_EQ_INT(1, kn_op_call("max_pool2d_backward", in, 2, &a, &f, 1));
+        /* reference: the reference forward's indices, scattered into zeros by hand */
+        kn_attrs_set_int(&a, "indices", 1);
+        bool prev = kn__force_ref(true);
+        KT_EQ_INT(2, kn_op_call("max_pool2d", &x, 1, &a, fwd, 2));
+        kn__force_ref(prev);
+        const int64_t *ix = kn_tensor_data(fwd[1]);
+        int64_t on = kn_tensor_numel(gy), ohw = os[2] * os[3], hw = shapes[i][2] * shapes[i][3];
+        float *want = calloc((size_t)n, sizeof(float));
+        for (int64_t o = 0; o < on; o++)
+            want[(o / ohw) * hw + ix[o]] += g[o];
+        int bad = memcmp(kn_tensor_data(f), want, sizeof(float) * (size_t)n);
+        free(want);
+        if (bad) KT_FAIL("shape %zu: fast backward differs from the reference scatter", i);
+        kn_scope_end(sc);
+    }
+}
+
 typedef struct {
     kn_pool_opts o;
     int kind; /* 0 max, 1 avg, 2 adaptive, 3 global */
@@ -672,6 +714,7 @@ static void test_pool_errors(void) {
 static void test_no_leaks(void) { KT_EQ_INT(0, kn_live_tensors()); }
 
 int main(void) {
+    KT_RUN(test_max_pool_backward_fast_vs_ref);
     kn_manual_seed(42);
     RUN(test_conv2d_values);
     RUN(test_conv1d_values);

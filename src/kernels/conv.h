@@ -95,6 +95,10 @@ bool kn__conv_shift_bwd_data(kn_dtype dt, const void *gy, const void *w, const v
  * Bit-identical to the reference scan. false: not applicable (no AVX-512, W out of range). */
 bool kn__maxpool2x2_rows_avx512(const float *x, float *y, int64_t *idx, int64_t nrows, int64_t OH,
                                 int64_t W);
+/* Backward of that pool: gx (nrows x 2 x W) from x and gy, every element written (no zeroing
+ * needed); bit-identical to the reference scatter. false: not applicable. */
+bool kn__maxpool2x2_bwd_rows_avx512(const float *x, const float *gy, float *gx, int64_t nrows,
+                                    int64_t W);
 bool kn__conv_direct_avx512_fwd(const float *x, const float *w, const float *b, float *y,
                                 const kn_conv_geom *g);
 bool kn__conv_direct_avx512_bwd_data(const float *gy, const float *w, const float *b, float *gx,

@@ -459,6 +459,13 @@ void FN(maxpool2d)(const T *x, T *y, int64_t *idx, const kn_pool_geom *p, int64_
  * scratch; without scratch memory it falls back to the scalar scan. */
 void FN(maxpool2d_bwd)(const T *gy, const T *x, T *gx, const kn_pool_geom *p, int64_t planes) {
     const int64_t HW = p->H * p->W, OHW = p->OH * p->OW;
+#if KN_POOL_F32
+    /* 2x2 / stride 2 tiling the plane exactly, short rows: dense AVX-512 backward (same bits) */
+    if (p->kh == 2 && p->kw == 2 && p->sh == 2 && p->sw == 2 && p->ph == 0 && p->pw == 0 &&
+        p->dh == 1 && p->dw == 1 && p->H == 2 * p->OH && p->W == 2 * p->OW && p->W <= 32 &&
+        kn__maxpool2x2_bwd_rows_avx512(x, gy, gx, planes * p->OH, p->W))
+        return;
+#endif
     int nth = kn__threads();
 #pragma omp parallel num_threads(nth) if (planes * HW > 16384)
     {

@@ -9,6 +9,7 @@
  * so values and indices are bit-identical to the reference.
  */
 #include <immintrin.h>
+#include <omp.h>
 
 #include "core/core_impl.h"
 #include "kernels/conv.h"
@@ -66,5 +67,65 @@ bool kn__maxpool2x2_rows_avx512(const float *x, float *y, int64_t *idx, int64_t 
     if (!has_avx512() || W < 2 || W > 32 || (W & 1) || OH < 1 || 2 * OH * W > INT32_MAX)
         return false;
     rows(x, y, idx, nrows, OH, W);
+    return true;
+}
+
+/* Backward of the same pool, dense: every input element lies in exactly one window, so each
+ * output row pair is written whole (gy + 0 where the element is its window's argmax, +0
+ * elsewhere) instead of zeroing the plane and scattering. "gy + 0" is what the reference's
+ * scatter into zeros computes (it turns -0 into +0), so the bits agree. */
+__attribute__((target("avx512f"))) static void bwd_rows(const float *x, const float *gy, float *gx,
+                                                        int64_t r0, int64_t r1, int64_t W) {
+    const int64_t OW = W / 2;
+    const __mmask16 lo_m = (__mmask16)(W >= 16 ? 0xffff : (1u << W) - 1);
+    const __mmask16 hi_m = (__mmask16)(W <= 16 ? 0 : (1u << (W - 16)) - 1);
+    const __mmask16 out_m = (__mmask16)((1u << OW) - 1);
+    const __m512i even =
+        _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    /* interleave e (even columns) and o (odd columns) back into a row: lanes 0..15, 16..31 */
+    const __m512i il_lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i il_hi =
+        _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x0 = x + r * 2 * W, *x1 = x0 + W;
+        __m512 a0 = _mm512_maskz_loadu_ps(lo_m, x0), a1 = _mm512_maskz_loadu_ps(hi_m, x0 + 16);
+        __m512 b0 = _mm512_maskz_loadu_ps(lo_m, x1), b1 = _mm512_maskz_loadu_ps(hi_m, x1 + 16);
+        __m512 a = _mm512_permutex2var_ps(a0, even, a1), b = _mm512_permutex2var_ps(a0, odd, a1);
+        __m512 c = _mm512_permutex2var_ps(b0, even, b1), d = _mm512_permutex2var_ps(b0, odd, b1);
+        /* the forward's scan: which of a, b, c, d wins */
+        __m512 m = a;
+        __mmask16 tb =
+            _mm512_cmp_ps_mask(b, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
+        m = _mm512_mask_mov_ps(m, tb, b);
+        __mmask16 tc =
+            _mm512_cmp_ps_mask(c, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q);
+        m = _mm512_mask_mov_ps(m, tc, c);
+        __mmask16 td =
+            _mm512_cmp_ps_mask(d, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q);
+        /* winner masks: d if td; else c if tc; else b if tb; else a */
+        __mmask16 wd = td, wc = tc & ~td, wb = tb & ~tc & ~td, wa = ~(tb | tc | td);
+        __m512 g = _mm512_add_ps(_mm512_maskz_loadu_ps(out_m, gy + r * OW), zero);
+        __m512 ea = _mm512_maskz_mov_ps(wa, g), ob = _mm512_maskz_mov_ps(wb, g);
+        __m512 ec = _mm512_maskz_mov_ps(wc, g), od = _mm512_maskz_mov_ps(wd, g);
+        float *y0 = gx + r * 2 * W, *y1 = y0 + W;
+        _mm512_mask_storeu_ps(y0, lo_m, _mm512_permutex2var_ps(ea, il_lo, ob));
+        _mm512_mask_storeu_ps(y0 + 16, hi_m, _mm512_permutex2var_ps(ea, il_hi, ob));
+        _mm512_mask_storeu_ps(y1, lo_m, _mm512_permutex2var_ps(ec, il_lo, od));
+        _mm512_mask_storeu_ps(y1 + 16, hi_m, _mm512_permutex2var_ps(ec, il_hi, od));
+    }
+}
+
+bool kn__maxpool2x2_bwd_rows_avx512(const float *x, const float *gy, float *gx, int64_t nrows,
+                                    int64_t W) {
+    if (!has_avx512() || W < 2 || W > 32 || (W & 1)) return false;
+    int nth = kn__threads();
+#pragma omp parallel num_threads(nth) if (nrows * W > 16384)
+    {
+        int t = omp_get_thread_num(), n = omp_get_num_threads();
+        int64_t per = (nrows + n - 1) / n, s = per * t, e = s + per < nrows ? s + per : nrows;
+        if (s < e) bwd_rows(x, gy, gx, s, e, W);
+    }
     return true;
 }
