@@ -1,5 +1,6 @@
 # kiln: thin wrapper over CMake. `make` builds, `make test` installs deps, builds and runs every
-# test (plus an ASan+UBSan build unless SANITIZE=0), `make demo` runs the main example,
+# test (plus an ASan+UBSan build unless SANITIZE=0), `make demo` runs the main example (LeNet
+# eager, then as a compiled graph, the speedup, and the saved graph through the kiln CLI),
 # `make bench B=<name>` runs one benchmark (all when B is empty).
 BUILD ?= build
 ASAN_BUILD ?= build-asan
@@ -38,7 +39,12 @@ test-asan:
 
 demo: deps build
 	./$(BUILD)/autograd_basics
-	./$(BUILD)/fashion_mnist --model lenet --epochs 2 --save $(BUILD)/lenet.kiln
+	./$(BUILD)/fashion_mnist --model lenet --epochs 1 --mode eager | tee $(BUILD)/demo-eager.log
+	./$(BUILD)/fashion_mnist --model lenet --epochs 2 --mode graph --save $(BUILD)/lenet.kiln \
+	    | tee $(BUILD)/demo-graph.log
+	@bash scripts/demo_summary.sh $(BUILD)/demo-eager.log $(BUILD)/demo-graph.log
+	./$(BUILD)/kiln info $(BUILD)/lenet.graph.kiln
+	./$(BUILD)/kiln bench $(BUILD)/lenet.graph.kiln --batch 1 --iters 2000
 
 bench: build
 	@KILN_DEPS_BENCH=1 bash scripts/deps.sh

@@ -1116,9 +1116,11 @@ static kn_status mmu_infer(kn_opctx *c) {
 
 /* rows per block: about 1 MiB of gradient at a time (fewer, larger GEMMs keep their speed) */
 static int64_t mmu_rows(int64_t R, int64_t C, size_t es) {
-    int64_t rb = C > 0 ? (int64_t)(((size_t)1 << 20) / ((size_t)C * es)) : R;
-    if (rb < 16) rb = 16;
-    return rb > R ? R : rb;
+    /* equal blocks of about 1 MiB, a multiple of 16 rows */
+    int64_t bytes = R * C * (int64_t)es, nb = (bytes + ((int64_t)1 << 20) - 1) >> 20;
+    if (nb < 1) nb = 1;
+    int64_t rb = ((R + nb - 1) / nb + 15) / 16 * 16;
+    return rb > R ? R : rb < 1 ? 1 : rb;
 }
 
 static kn_status mmu_forward(kn_opctx *c) {
