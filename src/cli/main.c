@@ -126,6 +126,17 @@ static int info_tensors(kn_file *f, const char *path) {
     return 0;
 }
 
+/* A model file's graph, compiled for inference: its weights are constants (folding and
+ * conv+batchnorm folding apply, like torch.jit.freeze). */
+static kn_graph *load_frozen(const char *path) {
+    kn_graph *g = kn_graph_load(path);
+    if (g && kn_graph_compile(g, &(kn_compile_opts){.freeze = true}) != KN_OK) {
+        kn_graph_free(g);
+        return NULL;
+    }
+    return g;
+}
+
 static int cmd_info(int argc, char **argv) {
     const char *path = NULL;
     bool plan = false;
@@ -163,7 +174,7 @@ static int cmd_info(int argc, char **argv) {
                json_object_get_string(when), json_object_get_string(host));
     json_object_put(prov);
     kn_file_close(f);
-    kn_graph *g = kn_graph_load(path);
+    kn_graph *g = load_frozen(path);
     if (!g) return failed("info");
     kn_status st = kn_graph_print(g, stdout, plan, batch);
     kn_graph_free(g);
@@ -223,7 +234,7 @@ static int cmd_run(int argc, char **argv) {
     }
     if (!path) return usage_err("run", "%s", "no FILE given");
     if (!outdir) return usage_err("run", "%s", "no output directory given (-o OUTDIR)");
-    kn_graph *g = kn_graph_load(path);
+    kn_graph *g = load_frozen(path);
     if (!g) return failed("run");
     int rc = 1, nin = kn_graph_num_inputs(g), nout = kn_graph_num_outputs(g);
     const char *given[CLI_MAX_IO] = {0};
@@ -358,7 +369,7 @@ static int cmd_bench(int argc, char **argv) {
     }
     if (!path) return usage_err("bench", "%s", "no FILE given");
     if (threads && kn_set_num_threads((int)threads) != KN_OK) return failed("bench");
-    kn_graph *g = kn_graph_load(path);
+    kn_graph *g = load_frozen(path);
     if (!g) return failed("bench");
     int rc = 1, nin = kn_graph_num_inputs(g), nout = kn_graph_num_outputs(g);
     kn_tensor *in[CLI_MAX_IO] = {0}, *out[CLI_MAX_IO] = {0};

@@ -441,6 +441,33 @@ typedef struct {
     const char *name;
 } pass_info;
 
+/* The node sequence after a pass, for kiln info --plan: op names, fused groups as
+ * [member+member], wrapped. */
+static void log_nodes(kn_graph *g) {
+    int col = 24; /* after "  <pass>  <n> nodes:" */
+    for (int i = 0; i < g->nnodes; i++) {
+        const kn_gnode *n = &g->nodes[i];
+        char item[256];
+        int len = 0;
+        if (n->op) {
+            len = snprintf(item, sizeof item, "%s", n->op->name);
+        } else {
+            len = snprintf(item, sizeof item, "[");
+            for (int k = 0; k < n->nmem && len < (int)sizeof item - 40; k++)
+                len += snprintf(item + len, sizeof item - (size_t)len, "%s%s", k ? "+" : "",
+                                n->mem[k].op->name);
+            len += snprintf(item + len, sizeof item - (size_t)len, "]");
+        }
+        if (col + len + 1 > 84) {
+            kn__g_log(g, "\n                        ");
+            col = 0;
+        }
+        kn__g_log(g, " %s", item);
+        col += len + 1;
+    }
+    kn__g_log(g, "\n");
+}
+
 /* $KILN_GRAPH_DISABLE: comma-separated pass names to switch off in every compile (bisecting a
  * problem in a program you cannot edit), e.g. "fuse,cse"; "all" switches off every pass. */
 static unsigned env_disabled(void) {
@@ -491,7 +518,8 @@ kn_status kn_graph_compile(kn_graph *g, const kn_compile_opts *opts) {
         {KN_PASS_EARLY_UPDATE, "early_upd"},
         {KN_PASS_UPDATE_FUSE, "upd_gemm"},
     };
-    kn__g_log(g, "  %-10s %4d nodes\n", "traced", g->nnodes);
+    kn__g_log(g, "  %-10s %4d nodes:", "traced", g->nnodes);
+    log_nodes(g);
     for (size_t k = 0; k < sizeof order / sizeof order[0]; k++) {
         unsigned bit = order[k].bit;
         if (o.disable & bit) {
@@ -514,7 +542,8 @@ kn_status kn_graph_compile(kn_graph *g, const kn_compile_opts *opts) {
             groups += g->nodes[i].op == NULL;
         kn__g_log(g, "  %-10s %4d nodes", order[k].name, g->nnodes);
         if (bit == KN_PASS_FUSE) kn__g_log(g, " (%d fused groups)", groups);
-        kn__g_log(g, "\n");
+        kn__g_log(g, ":");
+        log_nodes(g);
     }
     g->compiled = true;
     return KN_OK;
