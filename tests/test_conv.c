@@ -5,11 +5,11 @@
 #include "kn_test.h"
 #include "ops/op_impl.h"
 
-#define RUN(fn)                                                                                \
-    do {                                                                                       \
-        kn_scope s_ = kn_scope_begin();                                                        \
-        KT_RUN(fn);                                                                            \
-        kn_scope_end(s_);                                                                      \
+#define RUN(fn)                                                                                    \
+    do {                                                                                           \
+        kn_scope s_ = kn_scope_begin();                                                            \
+        KT_RUN(fn);                                                                                \
+        kn_scope_end(s_);                                                                          \
     } while (0)
 
 static kn_tensor *from(kn_dtype dt, int nd, const int64_t *shape, const double *v) {
@@ -62,16 +62,15 @@ static void test_conv2d_values(void) {
         double e2[4] = {1, 3, 7, 14};
         KT_CLOSE(kn_conv2d(x, w, NULL, &s2), from(KN_F64, 4, (int64_t[]){1, 1, 2, 2}, e2), 0, 0);
         kn_conv_opts dil = {.dilation = {2, 2}};
-        KT_CLOSE(kn_conv2d(x, w, NULL, &dil), from(KN_F64, 4, (int64_t[]){1, 1, 1, 1},
-                                                   (double[]){10}), 0, 0);
+        KT_CLOSE(kn_conv2d(x, w, NULL, &dil),
+                 from(KN_F64, 4, (int64_t[]){1, 1, 1, 1}, (double[]){10}), 0, 0);
         /* groups: two channels, each with its own 1x1 filter */
         double x2[8] = {1, 2, 3, 4, 10, 20, 30, 40};
         kn_tensor *xg = from(dt, 4, (int64_t[]){1, 2, 2, 2}, x2);
         kn_tensor *wg = from(dt, 4, (int64_t[]){2, 1, 1, 1}, (double[]){2, -1});
         kn_conv_opts g2 = {.groups = 2};
         double eg[8] = {2, 4, 6, 8, -10, -20, -30, -40};
-        KT_CLOSE(kn_conv2d(xg, wg, NULL, &g2), from(KN_F64, 4, (int64_t[]){1, 2, 2, 2}, eg), 0,
-                 0);
+        KT_CLOSE(kn_conv2d(xg, wg, NULL, &g2), from(KN_F64, 4, (int64_t[]){1, 2, 2, 2}, eg), 0, 0);
     }
 }
 
@@ -105,21 +104,21 @@ typedef struct {
 
 static const conv_case k_cases[] = {
     /* N  C  H   W   O  KH KW sh sw pt pl pb pr dh dw G */
-    {2, 3, 7, 6, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},     /* 3x3 pad 1 */
-    {3, 4, 9, 8, 6, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 2},     /* 1x1 direct GEMM, groups */
-    {2, 4, 9, 9, 5, 1, 1, 2, 2, 0, 0, 0, 0, 1, 1, 1},     /* 1x1 stride 2 */
-    {1, 2, 11, 10, 3, 5, 3, 2, 1, 2, 0, 1, 3, 2, 1, 1},   /* asymmetric pads, dilation */
-    {4, 6, 8, 8, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 6},     /* depthwise */
-    {2, 4, 10, 7, 4, 2, 4, 3, 2, 0, 1, 1, 0, 1, 2, 2},    /* even kernels, strides 3/2 */
-    {1, 1, 5, 5, 1, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1, 1},     /* kernel = input */
-    {3, 64, 12, 40, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},  /* several im2col tiles */
-    {5, 2, 6, 6, 3, 3, 3, 1, 1, 0, 0, 0, 0, 1, 1, 1},     /* odd batch: partial sums */
-    {9, 3, 5, 4, 2, 2, 2, 1, 1, 1, 0, 0, 1, 1, 1, 1},     /* 9 images: uneven slots */
-    {2, 3, 9, 8, 6, 3, 3, 2, 2, 1, 0, 2, 1, 2, 1, 3},     /* depthwise, multiplier 2 */
-    {2, 1, 7, 7, 4, 5, 5, 1, 1, 2, 2, 2, 2, 1, 1, 1},     /* one input channel */
-    {3, 8, 12, 11, 8, 3, 3, 1, 2, 1, 1, 1, 1, 1, 1, 8},   /* depthwise, column stride 2 */
-    {3, 4, 6, 9, 6, 2, 4, 1, 1, 0, 1, 1, 2, 1, 1, 2},     /* shifted GEMM: groups, even, asym */
-    {2, 5, 7, 5, 3, 3, 1, 1, 1, 2, 0, 0, 0, 1, 1, 1},     /* shifted GEMM: 3x1, top pad only */
+    {2, 3, 7, 6, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},    /* 3x3 pad 1 */
+    {3, 4, 9, 8, 6, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 2},    /* 1x1 direct GEMM, groups */
+    {2, 4, 9, 9, 5, 1, 1, 2, 2, 0, 0, 0, 0, 1, 1, 1},    /* 1x1 stride 2 */
+    {1, 2, 11, 10, 3, 5, 3, 2, 1, 2, 0, 1, 3, 2, 1, 1},  /* asymmetric pads, dilation */
+    {4, 6, 8, 8, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 6},    /* depthwise */
+    {2, 4, 10, 7, 4, 2, 4, 3, 2, 0, 1, 1, 0, 1, 2, 2},   /* even kernels, strides 3/2 */
+    {1, 1, 5, 5, 1, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1, 1},    /* kernel = input */
+    {3, 64, 12, 40, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1}, /* several im2col tiles */
+    {5, 2, 6, 6, 3, 3, 3, 1, 1, 0, 0, 0, 0, 1, 1, 1},    /* odd batch: partial sums */
+    {9, 3, 5, 4, 2, 2, 2, 1, 1, 1, 0, 0, 1, 1, 1, 1},    /* 9 images: uneven slots */
+    {2, 3, 9, 8, 6, 3, 3, 2, 2, 1, 0, 2, 1, 2, 1, 3},    /* depthwise, multiplier 2 */
+    {2, 1, 7, 7, 4, 5, 5, 1, 1, 2, 2, 2, 2, 1, 1, 1},    /* one input channel */
+    {3, 8, 12, 11, 8, 3, 3, 1, 2, 1, 1, 1, 1, 1, 1, 8},  /* depthwise, column stride 2 */
+    {3, 4, 6, 9, 6, 2, 4, 1, 1, 0, 1, 1, 2, 1, 1, 2},    /* shifted GEMM: groups, even, asym */
+    {2, 5, 7, 5, 3, 3, 1, 1, 1, 2, 0, 0, 0, 1, 1, 1},    /* shifted GEMM: 3x1, top pad only */
 };
 
 static void conv_attrs(kn_attrs *a, const conv_case *c) {
@@ -173,8 +172,8 @@ static void test_conv2d_strided_inputs(void) {
     kn_tensor *x = kn_randn(KN_F32, 4, (int64_t[]){2, 3, 6, 5});
     kn_tensor *w = kn_randn(KN_F32, 4, (int64_t[]){4, 3, 3, 3});
     kn_tensor *xt = kn_transpose(kn_contiguous(kn_transpose(x, 2, 3)), 2, 3);
-    kn_tensor *wt = kn_permute(kn_contiguous(kn_permute(w, (int[]){1, 0, 2, 3})),
-                               (int[]){1, 0, 2, 3});
+    kn_tensor *wt =
+        kn_permute(kn_contiguous(kn_permute(w, (int[]){1, 0, 2, 3})), (int[]){1, 0, 2, 3});
     kn_tensor *b = kn_squeeze(kn_slice(kn_randn(KN_F32, 2, (int64_t[]){4, 2}), 1, 0, 1, 1), 1);
     KT_TRUE(!kn_tensor_is_contiguous(xt) && !kn_tensor_is_contiguous(wt));
     KT_TRUE(!kn_tensor_is_contiguous(b));
@@ -207,7 +206,8 @@ static void test_conv2d_threads(void) {
         }
     }
     kn_set_num_threads(prev);
-    for (int k = 0; k < 6; k++) KT_CLOSE(r[1][k], r[0][k], 0, 0);
+    for (int k = 0; k < 6; k++)
+        KT_CLOSE(r[1][k], r[0][k], 0, 0);
 }
 
 /* ------------------------------------------------------------------ gradient checks */
@@ -246,8 +246,8 @@ static void test_conv2d_gradcheck(void) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         kn_tensor *in[3] = {leaf(4, cases[i].x), leaf(4, cases[i].w),
                             leaf(1, (int64_t[]){cases[i].w[0]})};
-        kn_status st = kn_gradcheck(f_conv, &cases[i].c, in, cases[i].c.bias ? 3 : 2, 1e-6,
-                                    1e-7, 1e-6, msg, sizeof msg);
+        kn_status st = kn_gradcheck(f_conv, &cases[i].c, in, cases[i].c.bias ? 3 : 2, 1e-6, 1e-7,
+                                    1e-6, msg, sizeof msg);
         if (st != KN_OK) KT_FAIL("case %zu: %s", i, msg);
     }
 }
@@ -258,15 +258,16 @@ static void test_conv1d_gradcheck(void) {
         conv_gc c;
     } cases[] = {
         {{2, 3, 8}, {4, 3, 3}, {.o = {.stride = {2}, .padding = {1}}, .bias = 1, .one_d = 1}},
-        {{1, 4, 7}, {2, 2, 4}, {.o = {.groups = 2, .same_padding = true, .dilation = {2}},
-                                .one_d = 1}},
+        {{1, 4, 7},
+         {2, 2, 4},
+         {.o = {.groups = 2, .same_padding = true, .dilation = {2}}, .one_d = 1}},
     };
     char msg[256];
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         kn_tensor *in[3] = {leaf(3, cases[i].x), leaf(3, cases[i].w),
                             leaf(1, (int64_t[]){cases[i].w[0]})};
-        kn_status st = kn_gradcheck(f_conv, &cases[i].c, in, cases[i].c.bias ? 3 : 2, 1e-6,
-                                    1e-7, 1e-6, msg, sizeof msg);
+        kn_status st = kn_gradcheck(f_conv, &cases[i].c, in, cases[i].c.bias ? 3 : 2, 1e-6, 1e-7,
+                                    1e-6, msg, sizeof msg);
         if (st != KN_OK) KT_FAIL("case %zu: %s", i, msg);
     }
 }
@@ -350,21 +351,25 @@ static void test_conv_transpose2d(void) {
         int64_t x[4], w[4];
         conv_gc c;
     } gc[] = {
-        {{1, 2, 3, 3}, {2, 3, 3, 3},
-         {.o = {.stride = {2, 2}, .padding = {1, 1}}, .bias = 1, .transpose = 1,
-          .outpad = {1, 1}}},
-        {{2, 4, 3, 2}, {4, 1, 2, 2},
+        {{1, 2, 3, 3},
+         {2, 3, 3, 3},
+         {.o = {.stride = {2, 2}, .padding = {1, 1}}, .bias = 1, .transpose = 1, .outpad = {1, 1}}},
+        {{2, 4, 3, 2},
+         {4, 1, 2, 2},
          {.o = {.groups = 2, .dilation = {1, 2}}, .transpose = 1, .perm = 1}},
-        {{1, 1, 2, 2}, {1, 1, 2, 2},
-         {.o = {.dilation = {2, 2}, .padding = {1, 1}}, .transpose = 1, .outpad = {1, 1},
+        {{1, 1, 2, 2},
+         {1, 1, 2, 2},
+         {.o = {.dilation = {2, 2}, .padding = {1, 1}},
+          .transpose = 1,
+          .outpad = {1, 1},
           .bias = 1}},
     };
     char msg[256];
     for (size_t i = 0; i < sizeof gc / sizeof *gc; i++) {
         kn_tensor *in[3] = {leaf(4, gc[i].x), leaf(4, gc[i].w),
                             leaf(1, (int64_t[]){gc[i].w[1] * (gc[i].c.o.groups ? 2 : 1)})};
-        kn_status st = kn_gradcheck(f_conv, &gc[i].c, in, gc[i].c.bias ? 3 : 2, 1e-6, 1e-7,
-                                    1e-6, msg, sizeof msg);
+        kn_status st = kn_gradcheck(f_conv, &gc[i].c, in, gc[i].c.bias ? 3 : 2, 1e-6, 1e-7, 1e-6,
+                                    msg, sizeof msg);
         if (st != KN_OK) KT_FAIL("gradcheck case %zu: %s", i, msg);
     }
 }
@@ -385,23 +390,27 @@ static void test_conv_errors(void) {
     KT_ERR(KN_EINVAL, kn_conv2d(x, kn_ones(KN_F32, 4, (int64_t[]){2, 3, 3, 3}), NULL, &s2),
            "padding='same' is not supported for strided");
     kn_conv_opts g2 = {.groups = 2};
-    KT_ERR(KN_ESHAPE, kn_conv2d(kn_ones(KN_F32, 4, (int64_t[]){1, 4, 5, 5}),
-                                kn_ones(KN_F32, 4, (int64_t[]){3, 2, 3, 3}), NULL, &g2),
+    KT_ERR(KN_ESHAPE,
+           kn_conv2d(kn_ones(KN_F32, 4, (int64_t[]){1, 4, 5, 5}),
+                     kn_ones(KN_F32, 4, (int64_t[]){3, 2, 3, 3}), NULL, &g2),
            "not divisible by groups 2");
-    KT_ERR(KN_ESHAPE, kn_conv2d(x, kn_ones(KN_F32, 4, (int64_t[]){2, 3, 3, 3}),
-                                kn_ones(KN_F32, 1, (int64_t[]){3}), NULL),
+    KT_ERR(KN_ESHAPE,
+           kn_conv2d(x, kn_ones(KN_F32, 4, (int64_t[]){2, 3, 3, 3}),
+                     kn_ones(KN_F32, 1, (int64_t[]){3}), NULL),
            "conv2d: bias (3,) must be (2,)");
     kn_conv_opts neg = {.padding = {-1, 0}};
     KT_ERR(KN_EINVAL, kn_conv2d(x, kn_ones(KN_F32, 4, (int64_t[]){2, 3, 3, 3}), NULL, &neg),
            "conv2d: pads");
     KT_ERR(KN_EDTYPE, kn_conv2d(x, kn_ones(KN_F64, 4, (int64_t[]){2, 3, 3, 3}), NULL, NULL),
            "conv2d");
-    KT_ERR(KN_EDTYPE, kn_conv2d(kn_ones(KN_I32, 4, (int64_t[]){1, 3, 5, 5}),
-                                kn_ones(KN_I32, 4, (int64_t[]){2, 3, 3, 3}), NULL, NULL),
+    KT_ERR(KN_EDTYPE,
+           kn_conv2d(kn_ones(KN_I32, 4, (int64_t[]){1, 3, 5, 5}),
+                     kn_ones(KN_I32, 4, (int64_t[]){2, 3, 3, 3}), NULL, NULL),
            "conv2d: dtype int32 is not supported");
     KT_ERR(KN_ESHAPE, kn_conv1d(x, w, NULL, NULL), "conv1d: input (1, 3, 5, 5)");
-    KT_ERR(KN_EINVAL, kn_conv_transpose2d(x, kn_ones(KN_F32, 4, (int64_t[]){3, 2, 3, 3}), NULL,
-                                          NULL, (int64_t[]){1, 0}),
+    KT_ERR(KN_EINVAL,
+           kn_conv_transpose2d(x, kn_ones(KN_F32, 4, (int64_t[]){3, 2, 3, 3}), NULL, NULL,
+                               (int64_t[]){1, 0}),
            "output_padding (1, 0) must be smaller than either stride");
     KT_ERR(KN_ESHAPE, kn_conv_transpose2d(x, w, NULL, NULL, NULL),
            "conv_transpose2d: input (1, 3, 5, 5) has 3 channels");
@@ -482,7 +491,8 @@ static void test_max_pool_fast_vs_ref(void) {
             if (dt == KN_F32) {
                 float *p = kn_tensor_data(x);
                 int64_t n = kn_tensor_numel(x);
-                for (int64_t k = 0; k + 1 < n; k += 7) p[k] = p[k + 1];
+                for (int64_t k = 0; k + 1 < n; k += 7)
+                    p[k] = p[k + 1];
                 p[5] = NAN;
                 p[kn_tensor_numel(x) - 3] = NAN;
             }
@@ -514,7 +524,8 @@ static void test_max_pool_fast_vs_ref(void) {
 /* max_pool2d_backward, fast vs reference, compared as bytes (signed zeros included) on the
  * 2x2/stride-2 shapes the dense AVX-512 backward takes, with ties, NaNs and -0 gradients */
 static void test_max_pool_backward_fast_vs_ref(void) {
-    int64_t shapes[][4] = {{2, 3, 8, 8}, {2, 3, 24, 24}, {1, 2, 2, 2}, {1, 1, 6, 14}, {3, 2, 4, 32}};
+    int64_t shapes[][4] = {
+        {2, 3, 8, 8}, {2, 3, 24, 24}, {1, 2, 2, 2}, {1, 1, 6, 14}, {3, 2, 4, 32}};
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
         kn_scope sc = kn_scope_begin();
         kn_tensor *x = kn_randn(KN_F32, 4, shapes[i]);
@@ -547,8 +558,19 @@ static void test_max_pool_backward_fast_vs_ref(void) {
         for (int64_t o = 0; o < on; o++)
             want[(o / ohw) * hw + ix[o]] += g[o];
         int bad = memcmp(kn_tensor_data(f), want, sizeof(float) * (size_t)n);
+        /* with relu_mask (the graph compiler's fusion): relu's backward applied after, with x as
+         * relu's output: 0 where x <= 0 or NaN */
+        kn_tensor *xr = kn_relu(x), *in2[2] = {gy, xr}, *f2 = NULL, *plain = NULL, *rb = NULL;
+        kn_attrs_set_int(&a, "indices", 0);
+        kn_attrs_set_int(&a, "relu_mask", 1);
+        KT_EQ_INT(1, kn_op_call("max_pool2d_backward", in2, 2, &a, &f2, 1));
+        kn_attrs_set_int(&a, "relu_mask", 0);
+        KT_EQ_INT(1, kn_op_call("max_pool2d_backward", in2, 2, &a, &plain, 1));
+        kn_tensor *in3[2] = {plain, xr};
+        KT_EQ_INT(1, kn_op_call("relu_backward", in3, 2, NULL, &rb, 1));
+        if (memcmp(kn_tensor_data(f2), kn_tensor_data(rb), sizeof(float) * (size_t)n)) bad |= 2;
         free(want);
-        if (bad) KT_FAIL("shape %zu: fast backward differs from the reference scatter", i);
+        if (bad) KT_FAIL("shape %zu: fast backward differs from the reference (%d)", i, bad);
         kn_scope_end(sc);
     }
 }
@@ -578,16 +600,27 @@ static void test_pool_gradcheck(void) {
         pool_gc p;
     } cases[] = {
         {{2, 2, 6, 5}, {.o = {.kernel = {2, 2}}, .kind = 0}},
-        {{1, 2, 7, 7}, {.o = {.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1},
-                              .ceil_mode = true}, .kind = 0, .perm = 1}},
-        {{1, 1, 8, 7}, {.o = {.kernel = {3, 2}, .stride = {2, 1}, .dilation = {2, 2}},
-                        .kind = 0}},
+        {{1, 2, 7, 7},
+         {.o = {.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}, .ceil_mode = true},
+          .kind = 0,
+          .perm = 1}},
+        {{1, 1, 8, 7}, {.o = {.kernel = {3, 2}, .stride = {2, 1}, .dilation = {2, 2}}, .kind = 0}},
         {{2, 2, 6, 5}, {.o = {.kernel = {2, 2}, .count_include_pad = true}, .kind = 1}},
-        {{1, 2, 7, 6}, {.o = {.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1},
-                              .ceil_mode = true, .count_include_pad = false}, .kind = 1,
-                        .perm = 1}},
-        {{1, 1, 5, 5}, {.o = {.kernel = {2, 4}, .stride = {3, 1}, .padding = {1, 2},
-                              .count_include_pad = true, .ceil_mode = true}, .kind = 1}},
+        {{1, 2, 7, 6},
+         {.o = {.kernel = {3, 3},
+                .stride = {2, 2},
+                .padding = {1, 1},
+                .ceil_mode = true,
+                .count_include_pad = false},
+          .kind = 1,
+          .perm = 1}},
+        {{1, 1, 5, 5},
+         {.o = {.kernel = {2, 4},
+                .stride = {3, 1},
+                .padding = {1, 2},
+                .count_include_pad = true,
+                .ceil_mode = true},
+          .kind = 1}},
         {{2, 2, 7, 5}, {.kind = 2, .oh = 3, .ow = 4}},
         {{1, 3, 4, 4}, {.kind = 2, .oh = 1, .ow = 1, .perm = 1}},
         {{2, 3, 4, 5}, {.kind = 3}},
@@ -595,8 +628,7 @@ static void test_pool_gradcheck(void) {
     char msg[256];
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         kn_tensor *in[1] = {leaf(4, cases[i].x)};
-        kn_status st = kn_gradcheck(f_pool, &cases[i].p, in, 1, 1e-6, 1e-7, 1e-6, msg,
-                                    sizeof msg);
+        kn_status st = kn_gradcheck(f_pool, &cases[i].p, in, 1, 1e-6, 1e-7, 1e-6, msg, sizeof msg);
         if (st != KN_OK) KT_FAIL("case %zu: %s", i, msg);
     }
 }
@@ -613,11 +645,12 @@ static kn_tensor *f_pool_grad(kn_tensor *const *in, void *u) {
 }
 
 static void test_pool_double_backward(void) {
-    pool_gc cs[] = {{.o = {.kernel = {2, 2}}, .kind = 0},
-                    {.o = {.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1},
-                           .count_include_pad = false}, .kind = 1},
-                    {.kind = 2, .oh = 2, .ow = 3},
-                    {.kind = 3}};
+    pool_gc cs[] = {
+        {.o = {.kernel = {2, 2}}, .kind = 0},
+        {.o = {.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}, .count_include_pad = false},
+         .kind = 1},
+        {.kind = 2, .oh = 2, .ow = 3},
+        {.kind = 3}};
     char msg[256];
     for (size_t i = 0; i < sizeof cs / sizeof *cs; i++) {
         kn_tensor *in[1] = {leaf(4, (int64_t[]){1, 2, 5, 6})};
@@ -635,8 +668,8 @@ static void test_avg_pool_values(void) {
     KT_CLOSE(kn_avg_pool2d(x, &o),
              from(KN_F64, 4, (int64_t[]){1, 1, 2, 2}, (double[]){3.5, 5.5, 11.5, 13.5}), 0, 0);
     /* padding 1, k3 s2: corner window has 4 real values of 9 slots */
-    kn_pool_opts op = {.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1},
-                       .count_include_pad = true};
+    kn_pool_opts op = {
+        .kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}, .count_include_pad = true};
     kn_tensor *y = kn_avg_pool2d(x, &op);
     KT_NEAR((1 + 2 + 5 + 6) / 9.0, kn_tensor_get(y, (int64_t[]){0, 0, 0, 0}), 1e-6);
     op.count_include_pad = false;
@@ -653,7 +686,10 @@ static void test_avg_pool_values(void) {
     KT_NEAR(24, kn_tensor_get(y5, (int64_t[]){0, 0, 2, 2}), 1e-12);
     KT_NEAR((20 + 21) / 2.0, kn_tensor_get(y5, (int64_t[]){0, 0, 2, 0}), 1e-12);
     /* ceil_mode with padding: count_include_pad counts the padding, not the overhang */
-    kn_pool_opts ocp = {.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}, .ceil_mode = true,
+    kn_pool_opts ocp = {.kernel = {3, 3},
+                        .stride = {2, 2},
+                        .padding = {1, 1},
+                        .ceil_mode = true,
                         .count_include_pad = true};
     kn_tensor *x6 = kn_ones(KN_F64, 4, (int64_t[]){1, 1, 6, 6});
     kn_tensor *y6 = kn_avg_pool2d(x6, &ocp);
@@ -675,7 +711,8 @@ static void test_adaptive_global_values(void) {
         for (int j = 0; j < 4; j++) {
             double s = 0;
             for (int64_t a = r0[i]; a < r1[i]; a++)
-                for (int64_t b = c0[j]; b < c1[j]; b++) s += a * 7 + b;
+                for (int64_t b = c0[j]; b < c1[j]; b++)
+                    s += a * 7 + b;
             s /= (double)((r1[i] - r0[i]) * (c1[j] - c0[j]));
             KT_NEAR(s, kn_tensor_get(y, (int64_t[]){0, 0, i, j}), 1e-12);
         }
@@ -711,7 +748,9 @@ static void test_pool_errors(void) {
     KT_TRUE(kn_max_pool2d(NULL, &o, &idx) == NULL && idx == NULL);
 }
 
-static void test_no_leaks(void) { KT_EQ_INT(0, kn_live_tensors()); }
+static void test_no_leaks(void) {
+    KT_EQ_INT(0, kn_live_tensors());
+}
 
 int main(void) {
     KT_RUN(test_max_pool_backward_fast_vs_ref);

@@ -174,6 +174,21 @@ static int simplify_node(kn_graph *g, kn_gnode *n) {
                 break;
             }
         }
+        /* relu_backward(max_pool2d_backward(gy, y), y) with y = relu's output: one kernel that
+         * routes each window's gradient only where its maximum is > 0 (exactly relu's mask at
+         * the only element that received a gradient) */
+        const kn_gval *va = &g->vals[a];
+        if (va->kind == GV_NODE) {
+            kn_gnode *mp = &g->nodes[va->node];
+            int uses = kn__g_is_output(g, a);
+            for (int i = 0; i < g->nnodes; i++)
+                for (int j = 0; !g->nodes[i].dead && j < g->nodes[i].nin; j++)
+                    uses += g->nodes[i].in[j] == a;
+            if (!mp->dead && is_op(mp, "max_pool2d_backward") && mp->in[1] == n->in[1] &&
+                uses == 1 && !kn__attr_int(&mp->attrs, "relu_mask", 0) &&
+                kn_attrs_set_int(&mp->attrs, "relu_mask", 1) == KN_OK)
+                return a;
+        }
     }
     if (is_op(n, "reshape") && g->vals[a].kind == GV_NODE) {
         /* reshape(reshape(x)) -> reshape(x): rewire in place, keep this node */

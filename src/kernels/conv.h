@@ -33,6 +33,7 @@ typedef struct kn_pool_geom {
     int64_t H, W, OH, OW;
     int64_t kh, kw, sh, sw, ph, pw, dh, dw;
     bool count_include_pad; /* avg pool */
+    bool relu_mask;         /* max pool backward: also relu's backward, x being relu's output */
 } kn_pool_geom;
 
 #define KN_CONV_KERNELS(T, S)                                                                  \
@@ -98,7 +99,7 @@ bool kn__maxpool2x2_rows_avx512(const float *x, float *y, int64_t *idx, int64_t 
 /* Backward of that pool: gx (nrows x 2 x W) from x and gy, every element written (no zeroing
  * needed); bit-identical to the reference scatter. false: not applicable. */
 bool kn__maxpool2x2_bwd_rows_avx512(const float *x, const float *gy, float *gx, int64_t nrows,
-                                    int64_t W);
+                                    int64_t W, bool relu_mask);
 bool kn__conv_direct_avx512_fwd(const float *x, const float *w, const float *b, float *y,
                                 const kn_conv_geom *g);
 bool kn__conv_direct_avx512_bwd_data(const float *gy, const float *w, const float *b, float *gx,

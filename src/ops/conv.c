@@ -1102,6 +1102,8 @@ static kn_status maxpool_bwd_forward(kn_opctx *c) {
     int nd = x->ndim;
     kn_pool_geom g = make_pool_geom(x->shape[nd - 2], x->shape[nd - 1], gy->shape[nd - 2],
                                     gy->shape[nd - 1], &p);
+    /* set by the graph compiler when it fuses a following relu_backward (x is relu's output) */
+    g.relu_mask = kn__attr_int(c->attrs, "relu_mask", 0) != 0;
     if (x->dtype == KN_F32)
         kn__maxpool2d_bwd_f32((float *)kn__ptr(gy), (float *)kn__ptr(x), (float *)kn__ptr(gx), &g,
                               planes_of(x));

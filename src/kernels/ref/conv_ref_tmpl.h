@@ -463,7 +463,7 @@ void FN(maxpool2d_bwd)(const T *gy, const T *x, T *gx, const kn_pool_geom *p, in
     /* 2x2 / stride 2 tiling the plane exactly, short rows: dense AVX-512 backward (same bits) */
     if (p->kh == 2 && p->kw == 2 && p->sh == 2 && p->sw == 2 && p->ph == 0 && p->pw == 0 &&
         p->dh == 1 && p->dw == 1 && p->H == 2 * p->OH && p->W == 2 * p->OW && p->W <= 32 &&
-        kn__maxpool2x2_bwd_rows_avx512(x, gy, gx, planes * p->OH, p->W))
+        kn__maxpool2x2_bwd_rows_avx512(x, gy, gx, planes * p->OH, p->W, p->relu_mask))
         return;
 #endif
     int nth = kn__threads();
@@ -479,14 +479,16 @@ void FN(maxpool2d_bwd)(const T *gy, const T *x, T *gx, const kn_pool_geom *p, in
             if (yb) {
                 LOCAL(maxpool_plane)(xp, yb, ib, p);
                 for (int64_t o = 0; o < OHW; o++)
-                    if (ib[o] >= 0 && ib[o] < HW) gxp[ib[o]] += gp[o];
+                    if (ib[o] >= 0 && ib[o] < HW && (!p->relu_mask || xp[ib[o]] > 0))
+                        gxp[ib[o]] += gp[o];
                 continue;
             }
             for (int64_t oh = 0; oh < p->OH; oh++)
                 for (int64_t ow = 0; ow < p->OW; ow++) {
                     int64_t a;
                     (void)LOCAL(max_window)(xp, p, oh, ow, &a);
-                    if (a >= 0 && a < HW) gxp[a] += gp[oh * p->OW + ow];
+                    if (a >= 0 && a < HW && (!p->relu_mask || xp[a] > 0))
+                        gxp[a] += gp[oh * p->OW + ow];
                 }
         }
         kn__scratch_put(yb);

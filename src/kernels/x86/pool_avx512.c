@@ -73,9 +73,12 @@ bool kn__maxpool2x2_rows_avx512(const float *x, float *y, int64_t *idx, int64_t 
 /* Backward of the same pool, dense: every input element lies in exactly one window, so each
  * output row pair is written whole (gy + 0 where the element is its window's argmax, +0
  * elsewhere) instead of zeroing the plane and scattering. "gy + 0" is what the reference's
- * scatter into zeros computes (it turns -0 into +0), so the bits agree. */
+ * scatter into zeros computes (it turns -0 into +0), so the bits agree. relu_mask (the graph
+ * compiler's fusion of a following relu_backward, x being relu's output): the argmax element
+ * keeps its gradient only when it is > 0, as relu_backward would (+0 otherwise). */
 __attribute__((target("avx512f"))) static void bwd_rows(const float *x, const float *gy, float *gx,
-                                                        int64_t r0, int64_t r1, int64_t W) {
+                                                        int64_t r0, int64_t r1, int64_t W,
+                                                        bool relu_mask) {
     const int64_t OW = W / 2;
     const __mmask16 lo_m = (__mmask16)(W >= 16 ? 0xffff : (1u << W) - 1);
     const __mmask16 hi_m = (__mmask16)(W <= 16 ? 0 : (1u << (W - 16)) - 1);
@@ -106,6 +109,10 @@ __attribute__((target("avx512f"))) static void bwd_rows(const float *x, const fl
             _mm512_cmp_ps_mask(d, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q);
         /* winner masks: d if td; else c if tc; else b if tb; else a */
         __mmask16 wd = td, wc = tc & ~td, wb = tb & ~tc & ~td, wa = ~(tb | tc | td);
+        if (relu_mask) { /* relu's backward too: the argmax element passes only if it is > 0 */
+            __mmask16 pos = _mm512_cmp_ps_mask(_mm512_mask_mov_ps(m, td, d), zero, _CMP_GT_OQ);
+            wa &= pos, wb &= pos, wc &= pos, wd &= pos;
+        }
         __m512 g = _mm512_add_ps(_mm512_maskz_loadu_ps(out_m, gy + r * OW), zero);
         __m512 ea = _mm512_maskz_mov_ps(wa, g), ob = _mm512_maskz_mov_ps(wb, g);
         __m512 ec = _mm512_maskz_mov_ps(wc, g), od = _mm512_maskz_mov_ps(wd, g);
@@ -118,14 +125,14 @@ __attribute__((target("avx512f"))) static void bwd_rows(const float *x, const fl
 }
 
 bool kn__maxpool2x2_bwd_rows_avx512(const float *x, const float *gy, float *gx, int64_t nrows,
-                                    int64_t W) {
+                                    int64_t W, bool relu_mask) {
     if (!has_avx512() || W < 2 || W > 32 || (W & 1)) return false;
     int nth = kn__threads();
 #pragma omp parallel num_threads(nth) if (nrows * W > 16384)
     {
         int t = omp_get_thread_num(), n = omp_get_num_threads();
         int64_t per = (nrows + n - 1) / n, s = per * t, e = s + per < nrows ? s + per : nrows;
-        if (s < e) bwd_rows(x, gy, gx, s, e, W);
+        if (s < e) bwd_rows(x, gy, gx, s, e, W, relu_mask);
     }
     return true;
 }
