@@ -369,7 +369,158 @@ static void test_gradient_graph(void) {
     kn_scope_end(s);
 }
 
+/* ---- regressions from review (each failed before its fix) ---- */
+static int graph_equals_eager(kn_traced_fn fn, void *u, kn_tensor **in, int nin) {
+    kn_graph *g = kn_trace(fn, u, in, nin, NULL);
+    if (!g) return 0;
+    kn_tensor *got[8] = {0}, *want[8] = {0};
+    int ng = kn_graph_run(g, in, nin, got, 8), ne = fn(u, in, nin, want, 8), ok = ng == ne;
+    for (int i = 0; ok && i < ne; i++)
+        ok = same_bits(kn_contiguous(got[i]), kn_contiguous(want[i]));
+    kn_graph_free(g);
+    return ok;
+}
+/* an output that is a view of a buffer a later elementwise node could take over */
+static int view_out_fn(void *u, kn_tensor *const *in, int nin, kn_tensor **out, int mo) {
+    kn_tensor *t = kn_softmax(in[0], 1);
+    out[0] = kn_reshape(t, 3, (int64_t[]){-1, 2, 4});
+    out[1] = kn_neg(t);
+    return 2;
+}
+/* an output that took over its input's buffer in place, then read by a later in-place op */
+static int inplace_out_fn(void *u, kn_tensor *const *in, int nin, kn_tensor **out, int mo) {
+    kn_tensor *a = kn_relu(kn_softmax(in[0], 1));
+    out[0] = a;
+    out[1] = kn_neg(a);
+    return 2;
+}
+static void test_outputs_never_overwritten(void) {
+    kn_scope s = kn_scope_begin();
+    kn_tensor *x = kn_randn(KN_F32, 2, (int64_t[]){2, 8});
+    KT_TRUE(graph_equals_eager(view_out_fn, NULL, &x, 1));
+    KT_TRUE(graph_equals_eager(inplace_out_fn, NULL, &x, 1));
+    kn_scope_end(s);
+}
+
+/* in-place calls on traced tensors cannot be recorded: the trace is refused */
+static int inplace_call_fn(void *u, kn_tensor *const *in, int nin, kn_tensor **out, int mo) {
+    kn_tensor *y = kn_exp(in[0]);
+    kn_add_(y, in[0], 1.0);
+    out[0] = y;
+    return 1;
+}
+/* unnamed captured tensors are weights: changing them later shows in the graph */
+static int capture_fn(void *u, kn_tensor *const *in, int nin, kn_tensor **out, int mo) {
+    kn_tensor **w = u;
+    out[0] = kn_add(kn_mul(in[0], w[0]), kn_exp(w[1]));
+    return 1;
+}
+/* a reshaped weight whose dim 0 happens to equal the example batch */
+static int reshape_weight_fn(void *u, kn_tensor *const *in, int nin, kn_tensor **out, int mo) {
+    out[0] = kn_linear(in[0], kn_reshape(u, 2, (int64_t[]){4, 3}), NULL);
+    return 1;
+}
+static void test_trace_edge_cases(void) {
+    kn_scope s = kn_scope_begin();
+    kn_tensor *x = kn_randn(KN_F32, 2, (int64_t[]){4, 3});
+    KT_ERR(KN_EUNSUPPORTED, kn_trace(inplace_call_fn, NULL, &x, 1, NULL), "in place");
+    kn_tensor *w[2] = {kn_ones(KN_F32, 1, (int64_t[]){3}), kn_zeros(KN_F32, 1, (int64_t[]){3})};
+    kn_graph *g = kn_trace(capture_fn, w, &x, 1, NULL);
+    KT_NOTNULL(g);
+    KT_OK(kn_graph_compile(g, NULL));
+    kn_fill_(w[0], 3);
+    kn_fill_(w[1], 1);
+    kn_tensor *y = NULL, *want[1];
+    KT_EQ_INT(1, kn_graph_run(g, &x, 1, &y, 1));
+    capture_fn(w, &x, 1, want, 1);
+    KT_TRUE(same_bits(y, want[0]));
+    kn_graph_free(g);
+    kn_tensor *W = kn_randn(KN_F32, 3, (int64_t[]){4, 3, 1});
+    g = kn_trace(reshape_weight_fn, W, &x, 1, NULL); /* batch 4 == W's dim 0 */
+    KT_NOTNULL(g);
+    kn_tensor *x7 = kn_randn(KN_F32, 2, (int64_t[]){7, 3});
+    KT_EQ_INT(1, kn_graph_run(g, &x7, 1, &y, 1));
+    reshape_weight_fn(W, &x7, 1, want, 1);
+    KT_TRUE(same_bits(y, want[0]));
+    kn_graph_free(g);
+    kn_scope_end(s);
+}
+
+/* W = P @ Q: P's gradient GEMM reads Q, which its own update changes in place */
+typedef struct {
+    kn_tensor *P, *Q;
+} lowrank;
+static int lowrank_loss(void *u, kn_tensor *const *in, int nin, kn_tensor **out, int mo) {
+    lowrank *c = u;
+    out[0] = kn_sum(kn_mul(in[0], kn_matmul(c->P, c->Q)), NULL, 0, false);
+    return 1;
+}
+/* a state reset by load_state (a checkpoint from before the first step) between steps */
+static int lsq_loss(void *u, kn_tensor *const *in, int nin, kn_tensor **out, int mo) {
+    out[0] = kn_mean(kn_square(kn_matmul(in[0], u)), NULL, 0, false);
+    return 1;
+}
+static void test_train_step_edge_cases(void) {
+    kn_scope s = kn_scope_begin();
+    lowrank c[2];
+    kn_optimizer *o[2];
+    for (int k = 0; k < 2; k++) {
+        kn_manual_seed(3);
+        c[k].P = kn_mul_scalar(kn_randn(KN_F32, 2, (int64_t[]){512, 512}), 0.05);
+        c[k].Q = kn_mul_scalar(kn_randn(KN_F32, 2, (int64_t[]){512, 512}), 0.05);
+        kn_tensor_set_requires_grad(c[k].P, true);
+        kn_tensor_set_requires_grad(c[k].Q, true);
+        kn_tensor *ps[2] = {c[k].P, c[k].Q};
+        o[k] = kn_sgd_new(ps, 2, &(kn_sgd_opts){.lr = 0.01});
+    }
+    kn_train_step *ts = kn_train_step_new(lowrank_loss, &c[1], o[1], NULL);
+    for (int step = 0; step < 2; step++) {
+        kn_tensor *x = kn_randn(KN_F32, 2, (int64_t[]){512, 512}), *l;
+        lowrank_loss(&c[0], &x, 1, &l, 1);
+        KT_OK(kn_optimizer_zero_grad(o[0], true));
+        KT_OK(kn_backward(l, NULL));
+        KT_OK(kn_optimizer_step(o[0]));
+        double lg;
+        KT_OK(kn_train_step_run(ts, &x, 1, &lg));
+    }
+    KT_TRUE(same_bits(c[0].P, c[1].P));
+    KT_TRUE(same_bits(c[0].Q, c[1].Q));
+    kn_train_step_free(ts);
+    kn_optimizer_free(o[0]);
+    kn_optimizer_free(o[1]);
+    kn_tensor *W[2];
+    kn_optimizer *a[2];
+    for (int k = 0; k < 2; k++) {
+        kn_manual_seed(3);
+        W[k] = kn_randn(KN_F32, 2, (int64_t[]){8, 4});
+        kn_tensor_set_requires_grad(W[k], true);
+        a[k] = kn_adam_new(&W[k], 1, &(kn_adam_opts){.lr = 0.01});
+    }
+    ts = kn_train_step_new(lsq_loss, W[1], a[1], NULL);
+    for (int step = 0; step < 4; step++) {
+        if (step == 2) {
+            KT_OK(kn_optimizer_load_state(a[0], NULL, 0));
+            KT_OK(kn_optimizer_load_state(a[1], NULL, 0));
+        }
+        kn_tensor *x = kn_randn(KN_F32, 2, (int64_t[]){16, 8}), *l;
+        lsq_loss(W[0], &x, 1, &l, 1);
+        KT_OK(kn_optimizer_zero_grad(a[0], true));
+        KT_OK(kn_backward(l, NULL));
+        KT_OK(kn_optimizer_step(a[0]));
+        double lg;
+        KT_OK(kn_train_step_run(ts, &x, 1, &lg));
+        if (!same_bits(W[0], W[1])) KT_FAIL("step %d: parameters differ", step);
+    }
+    kn_train_step_free(ts);
+    kn_optimizer_free(a[0]);
+    kn_optimizer_free(a[1]);
+    kn_scope_end(s);
+}
+
 int main(void) {
+    KT_RUN(test_outputs_never_overwritten);
+    KT_RUN(test_trace_edge_cases);
+    KT_RUN(test_train_step_edge_cases);
     KT_RUN(test_gradient_graph);
     KT_RUN(test_train_step_mlp_sgd);
     KT_RUN(test_train_step_lenet_sgd);

@@ -128,6 +128,8 @@ void kn__copy_into(kn_tensor *dst, const kn_tensor *src);
 /* Set by the graph layer while tracing: told when user code reads a tensor's values on the host
  * (kn_item, kn_tensor_data, kn_tensor_get, kn_tensor_read); `what` names the function. */
 extern void (*kn__host_read_hook)(const kn_tensor *t, const char *what);
+/* Likewise for in-place writes by the public in-place functions (kn_add_, kn_fill_, ...). */
+extern void (*kn__host_write_hook)(const kn_tensor *t, const char *what);
 /* Element conversions used by casts, printing and kn_item. */
 double kn__load_f64(kn_dtype dt, const void *p);
 void kn__store_f64(kn_dtype dt, void *p, double v);

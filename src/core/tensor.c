@@ -416,6 +416,7 @@ int64_t kn_tensor_dim(const kn_tensor *t, int axis) {
     return t->ndim ? t->shape[a] : 1;
 }
 void (*kn__host_read_hook)(const kn_tensor *t, const char *what);
+void (*kn__host_write_hook)(const kn_tensor *t, const char *what);
 #define HOST_READ(t, what)                                                                         \
     do {                                                                                           \
         if (KN_UNLIKELY(kn__host_read_hook != NULL) && (t)) kn__host_read_hook((t), (what));       \

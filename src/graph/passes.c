@@ -400,6 +400,16 @@ kn_status kn__g_fuse_updates(kn_graph *g) {
         if (m->dead || !is_op(m, "matmul") || m->nin != 2 || g->vals[m->in[0]].ndim != 2 ||
             g->vals[m->in[1]].ndim != 2 || !kn_dtype_is_float(v->dtype))
             continue;
+        /* the GEMM moves from the matmul's place to the update's: nothing in between may write
+         * what it reads (another parameter's update, with W = A @ B factorisations) */
+        bool clash = false;
+        for (int k = v->node + 1; k < i && !clash; k++) {
+            const kn_gnode *w = &g->nodes[k];
+            if (w->dead || !w->op || !(w->op->flags & KN_OPF_MUTATES)) continue;
+            for (int j = 0; j < w->nin && !clash; j++)
+                clash = reads_through_views(g, v->node, w->in[j], 0);
+        }
+        if (clash) continue;
         /* worth it for large gradients only: smaller ones cost little memory and one GEMM call
          * is faster than several */
         if (kn__numel(v->ndim, v->shape) * (int64_t)kn_dtype_size(v->dtype) < ((int64_t)1 << 20))

@@ -146,6 +146,10 @@ static kn_status build(kn_graph *g, kn_plan *p) {
     for (int i = 0; i < nn; i++)
         for (int j = 0; j < g->nodes[i].nin; j++)
             last_use[g->nodes[i].in[j]] = i;
+    /* graph outputs are read after the last node: nothing may overwrite them (nor, through the
+     * view propagation below, the buffers they are views of) */
+    for (int k = 0; k < g->noutputs; k++)
+        last_use[g->outputs[k]] = nn;
     /* inputs and weights */
     for (int v = 0; v < nv; v++) {
         const kn_gval *gv = &g->vals[v];

@@ -39,6 +39,7 @@ typedef struct tracer {
     int nheld, cap_held;
     const kn_trace_opts *o;
     int nconst;
+    char write_err[256];
 } tracer;
 
 static _Thread_local tracer *tl_tr;
@@ -142,8 +143,9 @@ static int capture(tracer *t, kn_tensor *x) {
         if (t->o->weights[i].tensor == x) name = t->o->weights[i].name;
     char buf[32];
     if (!name) snprintf(buf, sizeof buf, "const_%d", t->nconst++), name = buf;
-    /* unnamed captures (scalars made by ops' wrappers, user constants) are true constants */
-    int v = kn__g_add_weight(t->g, name, x, !t->o || t->o->nweights == 0 || name == buf);
+    /* only unnamed 0-d captures (the scalars op wrappers make, autograd's seed) are constants
+     * the compiler may fold; any other tensor is a weight the caller may still change */
+    int v = kn__g_add_weight(t->g, name, x, name == buf && x->ndim == 0);
     if (v < 0 || map_put(t, x, v) != KN_OK) return -1;
     return v;
 }
@@ -181,6 +183,23 @@ static kn_status trace_op(const kn_opdef *op, kn_tensor *const *in, int nin, con
     return KN_OK;
 }
 
+/* An in-place update (kn_add_, kn_fill_, ...) of a tensor the trace has seen is not an op: it
+ * cannot be recorded, so the trace is refused (the first such write is kept for the message). */
+static void on_write(const kn_tensor *x, const char *what) {
+    tracer *t = tl_tr;
+    if (!t || kn__op_depth() > 0 || t->write_err[0]) return;
+    int v = map_get(t, x);
+    if (v < 0) v = alias_get(t, x);
+    if (v < 0 && x->storage)
+        for (size_t i = 0; i < t->scap && v < 0; i++)
+            if (t->smap[i].key == x->storage) v = t->smap[i].v; /* a view of a traced tensor */
+    if (v >= 0)
+        snprintf(t->write_err, sizeof t->write_err,
+                 "trace: %s wrote in place into a tensor the trace uses (value %d); in-place "
+                 "updates are not recorded: use the out-of-place op (kn_add, kn_mul_scalar, ...)",
+                 what, v);
+}
+
 static void on_read(const kn_tensor *x, const char *what) {
     tracer *t = tl_tr;
     if (!t || kn__op_depth() > 0) return;
@@ -207,8 +226,21 @@ static void tracer_free(tracer *t) {
 /* Re-infers at batch B+1: marks value dims that move, and attrs that must follow the batch. */
 static kn_status find_symbolic(kn_graph *g) {
     int64_t b2 = g->batch + 1;
+    /* values computed from the inputs: only their shapes can follow the batch */
+    bool *dep = kn__calloc((size_t)(g->nvals ? g->nvals : 1), sizeof(bool));
+    if (!dep) return kn_last_status();
+    for (int k = 0; k < g->ninputs; k++)
+        dep[g->inputs[k]] = true;
+    for (int i = 0; i < g->nnodes; i++) {
+        bool d = false;
+        for (int j = 0; j < g->nodes[i].nin; j++)
+            d |= dep[g->nodes[i].in[j]];
+        for (int o = 0; o < g->nodes[i].nout; o++)
+            dep[g->nodes[i].out[o]] = d;
+    }
     for (int i = 0; i < g->nnodes; i++) {
         kn_gnode *n = &g->nodes[i];
+        if (n->nin == 0 || !dep[n->in[0]]) continue; /* a reshaped weight is not batched */
         for (int a = 0; a < n->attrs.n && a < 4; a++) {
             kn_attr *at = &n->attrs.a[a];
             if (at->kind == KN_ATTR_INTS && at->n > 0 && at->ints[0] == g->batch &&
@@ -217,6 +249,7 @@ static kn_status find_symbolic(kn_graph *g) {
                 n->sym_attr |= 1u << (8 * a);
         }
     }
+    kn__free(dep);
     int64_t(*sh)[KN_MAX_DIMS] = kn__calloc((size_t)g->nvals, sizeof *sh);
     int *nd = kn__calloc((size_t)g->nvals, sizeof(int));
     kn_status st = sh && nd ? KN_OK : kn_last_status();
@@ -280,6 +313,7 @@ kn_graph *kn__trace_outputs(kn_traced_fn fn, void *user, kn_tensor *const *input
     tl_tr = &t;
     kn__trace_hook = trace_op;
     kn__host_read_hook = on_read;
+    kn__host_write_hook = on_write;
     kn_scope sc = kn_scope_begin();
     nres = fn(user, inputs, nin, res, 16);
     if (nres > 0) {
@@ -301,6 +335,10 @@ kn_graph *kn__trace_outputs(kn_traced_fn fn, void *user, kn_tensor *const *input
     }
     if (nres == 0) {
         st = kn__err(KN_EINVAL, "trace: the function returned no outputs");
+        goto fail;
+    }
+    if (t.write_err[0]) {
+        st = kn__err(KN_EUNSUPPORTED, "%s", t.write_err);
         goto fail;
     }
     g->outputs = kn__calloc((size_t)nres, sizeof(int));

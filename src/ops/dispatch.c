@@ -35,6 +35,7 @@ bool kn__forcing_ref(void) {
 
 kn_status kn__check_inplace(const char *op, const kn_tensor *t) {
     if (!t) return kn_last_status() ? kn_last_status() : kn__err(KN_EINVAL, "%s: NULL tensor", op);
+    if (KN_UNLIKELY(kn__host_write_hook != NULL)) kn__host_write_hook(t, op); /* a tracer */
     if (t->requires_grad && kn__grad_mode())
         return kn__err(KN_EMISUSE,
                        "%s: in-place update of a tensor that requires grad while grad mode is "

@@ -468,6 +468,8 @@ static void set_count(const kn_optimizer *opt, pstate *s, double c) {
     } else if (c > 0) {
         s->has_step = true;
         s->step = c;
+        for (int b = 0; b < B_N; b++) /* the update wrote them: they hold state now */
+            if (s->buf[b]) s->live[b] = true;
     }
 }
 
@@ -1025,8 +1027,14 @@ static kn_attrs update_attrs(const kn_optimizer *o, unsigned slots) {
 
 kn_status kn__optim_graph_pre(kn_optimizer *opt) {
     if (!scalar_f64(&opt->lr_t, opt->lr)) return kn_last_status();
-    for (int i = 0; i < opt->n; i++)
-        if (!scalar_f64(&opt->ps[i].cnt_t, count_of(opt, &opt->ps[i]))) return kn_last_status();
+    for (int i = 0; i < opt->n; i++) {
+        pstate *ps = &opt->ps[i];
+        if (!scalar_f64(&ps->cnt_t, count_of(opt, ps))) return kn_last_status();
+        /* state that is not live (fresh, or reset by load_state) starts from zeros, in the
+         * buffers the graph holds (ensure_buf zeroes in place, it never reallocates) */
+        kn_status st = state_prep(opt, ps);
+        if (st) return st;
+    }
     return KN_OK;
 }
 
