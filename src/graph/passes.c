@@ -51,10 +51,34 @@ static bool attrs_same(const kn_gnode *a, const kn_gnode *b) {
     return true;
 }
 
+/* Values some op writes in place (optimizer state, running statistics): reading one before and
+ * after the write gives different data, so CSE and identity rules must not merge such reads. */
+static bool *written_values(const kn_graph *g) {
+    bool *w = kn__calloc((size_t)(g->nvals ? g->nvals : 1), sizeof(bool));
+    if (!w) return NULL;
+    for (int i = 0; i < g->nnodes; i++)
+        if (!g->nodes[i].dead && pinned(&g->nodes[i]) && (g->nodes[i].op->flags & KN_OPF_MUTATES))
+            for (int j = 0; j < g->nodes[i].nin; j++) {
+                const kn_opdef *op = g->nodes[i].op; /* the updates only read grads and lr */
+                if (op == &kn__op_optimizer_update && (j == 1 || j == 2)) continue;
+                if (op == &kn__op_matmul_update && (j == 0 || j == 1 || j == 3)) continue;
+                w[g->nodes[i].in[j]] = true;
+            }
+    return w;
+}
+
+static bool reads_written(const kn_gnode *n, const bool *w) {
+    for (int j = 0; j < n->nin; j++)
+        if (w[n->in[j]]) return true;
+    return false;
+}
+
 kn_status kn__g_cse(kn_graph *g) {
+    bool *w = written_values(g);
+    if (!w) return kn_last_status();
     for (int j = 0; j < g->nnodes; j++) {
         kn_gnode *b = &g->nodes[j];
-        if (b->dead || !b->op || pinned(b)) continue;
+        if (b->dead || !b->op || pinned(b) || reads_written(b, w)) continue;
         for (int i = 0; i < j; i++) {
             kn_gnode *a = &g->nodes[i];
             if (a->dead || a->op != b->op || a->nin != b->nin || a->nout != b->nout) continue;
@@ -65,6 +89,7 @@ kn_status kn__g_cse(kn_graph *g) {
             break;
         }
     }
+    kn__free(w);
     return kn__g_compact(g);
 }
 
@@ -145,7 +170,7 @@ static bool is_op(const kn_gnode *n, const char *name) {
 
 /* The value the node's output can be replaced by, or -1. Every rule is exact in IEEE arithmetic:
  * x*1, x/1 and x-(+0) give x bit for bit (also -0 and NaN); x+0 is NOT simplified (-0+0 = +0). */
-static int simplify_node(kn_graph *g, kn_gnode *n) {
+static int simplify_node(kn_graph *g, kn_gnode *n, const bool *written) {
     const kn_gval *out = &g->vals[n->out[0]];
     if (n->nout != 1 && !is_op(n, "batch_norm")) return -1;
     int a = n->nin > 0 ? n->in[0] : -1, b = n->nin > 1 ? n->in[1] : -1;
@@ -199,15 +224,18 @@ static int simplify_node(kn_graph *g, kn_gnode *n) {
 }
 
 kn_status kn__g_simplify(kn_graph *g) {
+    bool *written = written_values(g);
+    if (!written) return kn_last_status();
     for (int i = 0; i < g->nnodes; i++) {
         kn_gnode *n = &g->nodes[i];
         if (n->dead || !n->op || pinned(n)) continue;
-        int r = simplify_node(g, n);
+        int r = reads_written(n, written) ? -1 : simplify_node(g, n, written);
         if (r >= 0) {
             kn__g_replace(g, n->out[0], r);
             n->dead = true;
         }
     }
+    kn__free(written);
     return kn__g_compact(g);
 }
 
