@@ -39,7 +39,7 @@ test-asan:
 
 demo: deps build
 	./$(BUILD)/autograd_basics
-	./$(BUILD)/fashion_mnist --model lenet --epochs 1 --mode eager | tee $(BUILD)/demo-eager.log
+	./$(BUILD)/fashion_mnist --model lenet --epochs 2 --mode eager | tee $(BUILD)/demo-eager.log
 	./$(BUILD)/fashion_mnist --model lenet --epochs 2 --mode graph --save $(BUILD)/lenet.kiln \
 	    | tee $(BUILD)/demo-graph.log
 	@bash scripts/demo_summary.sh $(BUILD)/demo-eager.log $(BUILD)/demo-graph.log
