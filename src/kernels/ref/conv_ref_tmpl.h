@@ -449,6 +449,28 @@ KN_CONV_CLONES static void LOCAL(maxpool_plane)(const T *restrict xp, T *restric
 void FN(maxpool2d)(const T *x, T *y, int64_t *idx, const kn_pool_geom *p, int64_t planes) {
     const int64_t HW = p->H * p->W, OHW = p->OH * p->OW;
     int nth = kn__threads();
+#if KN_POOL_F32
+    /* 2x2 / stride 2 tiling whole planes with short rows: the planes stack into one tall image,
+     * whose row pairs the AVX-512 kernel takes in a few large chunks */
+    if (p->kh == 2 && p->kw == 2 && p->sh == 2 && p->sw == 2 && p->ph == 0 && p->pw == 0 &&
+        p->dh == 1 && p->dw == 1 && p->H == 2 * p->OH && p->W == 2 * p->OW && p->W <= 32) {
+        const int64_t rows = planes * p->OH;
+        bool ok = true;
+#pragma omp parallel num_threads(nth) if (rows * p->W > 16384) reduction(&& : ok)
+        {
+            int t = omp_get_thread_num(), n = omp_get_num_threads();
+            int64_t per = (rows + n - 1) / n, r0 = per * t, r1 = r0 + per < rows ? r0 + per : rows;
+            /* chunks start at whole planes so indices stay plane-relative */
+            r0 = (r0 + p->OH - 1) / p->OH * p->OH;
+            r1 = t == n - 1 ? rows : (r1 + p->OH - 1) / p->OH * p->OH;
+            if (r0 < r1)
+                ok = kn__maxpool2x2_rows_avx512(x + r0 * 2 * p->W, y + r0 * p->OW,
+                                                idx ? idx + r0 * p->OW : NULL, r1 - r0, p->OH,
+                                                p->W);
+        }
+        if (ok) return;
+    }
+#endif
 #pragma omp parallel for num_threads(nth) if (planes * OHW > 16384) schedule(static)
     for (int64_t q = 0; q < planes; q++)
         LOCAL(maxpool_plane)(x + q * HW, y + q * OHW, idx ? idx + q * OHW : NULL, p);
