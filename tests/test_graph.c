@@ -8,17 +8,26 @@
 extern uint64_t kn__alloc_count(void);
 
 static kn_module *mlp(void) {
-    kn_module *m[] = {kn_nn_flatten(1, -1), kn_nn_linear(784, 64, true), kn_nn_relu(),
-                      kn_nn_linear(64, 32, true), kn_nn_relu(), kn_nn_linear(32, 10, true)};
+    kn_module *m[] = {kn_nn_flatten(1, -1), kn_nn_linear(784, 64, true),
+                      kn_nn_relu(),         kn_nn_linear(64, 32, true),
+                      kn_nn_relu(),         kn_nn_linear(32, 10, true)};
     return kn_nn_sequential(m, 6);
 }
 
 static kn_module *lenet(void) {
     kn_pool_opts pool = {.kernel = {2, 2}};
-    kn_module *m[] = {kn_nn_conv2d(1, 6, 5, 5, NULL, true), kn_nn_relu(), kn_nn_maxpool2d(&pool),
-                      kn_nn_conv2d(6, 16, 5, 5, NULL, true), kn_nn_relu(), kn_nn_maxpool2d(&pool),
-                      kn_nn_flatten(1, -1), kn_nn_linear(256, 120, true), kn_nn_relu(),
-                      kn_nn_linear(120, 84, true), kn_nn_relu(), kn_nn_linear(84, 10, true)};
+    kn_module *m[] = {kn_nn_conv2d(1, 6, 5, 5, NULL, true),
+                      kn_nn_relu(),
+                      kn_nn_maxpool2d(&pool),
+                      kn_nn_conv2d(6, 16, 5, 5, NULL, true),
+                      kn_nn_relu(),
+                      kn_nn_maxpool2d(&pool),
+                      kn_nn_flatten(1, -1),
+                      kn_nn_linear(256, 120, true),
+                      kn_nn_relu(),
+                      kn_nn_linear(120, 84, true),
+                      kn_nn_relu(),
+                      kn_nn_linear(84, 10, true)};
     return kn_nn_sequential(m, 12);
 }
 
@@ -148,6 +157,31 @@ static int branchy(void *user, kn_tensor *const *in, int nin, kn_tensor **out, i
     kn_tensor *s = kn_sum(in[0], NULL, 0, false);
     out[0] = kn_item(s) > 0 ? kn_relu(in[0]) : kn_neg(in[0]);
     return 1;
+}
+
+/* host code that reads the batch size: fine at the traced batch, wrong at any other */
+static int batch_mean_fn(void *user, kn_tensor *const *in, int nin, kn_tensor **out, int mo) {
+    out[0] =
+        kn_mul_scalar(kn_sum(in[0], (int[]){0}, 1, false), 1.0 / (double)kn_tensor_dim(in[0], 0));
+    return 1;
+}
+static int relu_fn(void *user, kn_tensor *const *in, int nin, kn_tensor **out, int mo) {
+    out[0] = kn_relu(in[0]);
+    return 1;
+}
+static void test_trace_check_catches_batch_constant(void) {
+    kn_scope s = kn_scope_begin();
+    kn_tensor *x = kn_randn(KN_F32, 2, (int64_t[]){4, 3}),
+              *x2 = kn_randn(KN_F32, 2, (int64_t[]){4, 3});
+    kn_graph *g = kn_trace(batch_mean_fn, NULL, &x, 1, NULL);
+    KT_NOTNULL(g);
+    KT_STATUS(KN_EMISUSE, kn_trace_check(g, batch_mean_fn, NULL, &x2, 1));
+    KT_TRUE(strstr(kn_last_error(), "batch size") != NULL);
+    kn_graph_free(g);
+    g = kn_trace(relu_fn, NULL, &x, 1, NULL);
+    KT_OK(kn_trace_check(g, relu_fn, NULL, &x2, 1));
+    kn_graph_free(g);
+    kn_scope_end(s);
 }
 
 static void test_trace_check_catches_branch(void) {
@@ -313,8 +347,9 @@ static void test_train_step_lenet_sgd(void) {
 }
 /* the examples' MLP: its first layer's gradient GEMM runs in several row blocks */
 static kn_module *mlp_full(void) {
-    kn_module *m[] = {kn_nn_flatten(1, -1), kn_nn_linear(784, 512, true), kn_nn_relu(),
-                      kn_nn_linear(512, 256, true), kn_nn_relu(), kn_nn_linear(256, 10, true)};
+    kn_module *m[] = {kn_nn_flatten(1, -1), kn_nn_linear(784, 512, true),
+                      kn_nn_relu(),         kn_nn_linear(512, 256, true),
+                      kn_nn_relu(),         kn_nn_linear(256, 10, true)};
     return kn_nn_sequential(m, 6);
 }
 static void test_train_step_mlp_full_adam(void) {
@@ -532,6 +567,7 @@ int main(void) {
     KT_RUN(test_fused_chain_bit_exact);
     KT_RUN(test_no_allocation_per_run);
     KT_RUN(test_trace_check_catches_branch);
+    KT_RUN(test_trace_check_catches_batch_constant);
     KT_RUN(test_conv_bn_fold);
     KT_RUN(test_bad_inputs);
     return kt_finish();

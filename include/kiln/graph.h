@@ -55,7 +55,9 @@ kn_graph *kn_trace(kn_traced_fn fn, void *user, kn_tensor *const *inputs, int ni
 kn_graph *kn_trace_module(kn_module *m, kn_tensor *example);
 /* Re-runs fn eagerly on fresh inputs (tracing it again) and runs the graph on them; refuses the
  * trace (KN_EMISUSE, naming the first differing node and any host read before it) when the ops
- * differ or an output differs beyond rtol 1e-5 / atol 1e-6. KN_OK when they agree. */
+ * differ or an output differs beyond rtol 1e-5 / atol 1e-6. A batch-symbolic graph is also
+ * compared with eager mode at one row fewer, which catches values the host computed from the
+ * batch size (1.0 / kn_tensor_dim(x, 0)) and the trace baked in. KN_OK when they agree. */
 kn_status kn_trace_check(kn_graph *g, kn_traced_fn fn, void *user, kn_tensor *const *fresh,
                          int nin);
 /* Number of host reads recorded while tracing (0: the trace cannot hide a branch on data). */

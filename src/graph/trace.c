@@ -534,6 +534,38 @@ static bool close_enough(kn_tensor *x, kn_tensor *y, double *worst) {
     return ok;
 }
 
+/* A symbolic-batch graph must also agree with eager mode at another batch size: host code that
+ * computed something from the batch size (1.0 / kn_tensor_dim(x, 0)) baked it into the trace as
+ * a constant, which only shows at a different batch. Checked at one row fewer. */
+static kn_status check_other_batch(kn_graph *g, kn_traced_fn fn, void *user,
+                                   kn_tensor *const *fresh, int nin) {
+    int64_t b = 0;
+    for (int i = 0; i < nin; i++)
+        if ((g->vals[g->inputs[i]].sym & 1) && fresh[i]->ndim > 0) b = fresh[i]->shape[0];
+    if (b < 2 || nin > KN_MAX_INS) return KN_OK;
+    kn_scope sc = kn_scope_begin();
+    kn_tensor *nar[KN_MAX_INS], *want[16] = {0}, *got[16] = {0};
+    for (int i = 0; i < nin; i++)
+        nar[i] = (g->vals[g->inputs[i]].sym & 1) ? kn_slice(fresh[i], 0, 0, b - 1, 1) : fresh[i];
+    int ne = fn(user, nar, nin, want, 16);
+    int ng = ne > 0 ? kn_graph_run(g, nar, nin, got, 16) : ne;
+    kn_status st = ne < 0 ? ne : ng < 0 ? ng : KN_OK;
+    for (int i = 0; st == KN_OK && i < ne && i < ng; i++) {
+        double worst = 0;
+        if (!close_enough(got[i], want[i], &worst)) {
+            char what[300];
+            snprintf(what, sizeof what,
+                     "at batch %lld (one row fewer) output %d differs from eager (by %g): a value "
+                     "computed on the host from the batch size was baked into the trace (e.g. "
+                     "1.0 / kn_tensor_dim(x, 0)); compute it with ops, or trace with static_batch",
+                     (long long)(b - 1), i, worst);
+            st = refuse(g, what);
+        }
+    }
+    kn_scope_end(sc);
+    return st;
+}
+
 kn_status kn_trace_check(kn_graph *g, kn_traced_fn fn, void *user, kn_tensor *const *fresh,
                          int nin) {
     if (!g || !fn) return kn__err(KN_EINVAL, "trace_check: NULL argument");
@@ -564,5 +596,6 @@ kn_status kn_trace_check(kn_graph *g, kn_traced_fn fn, void *user, kn_tensor *co
     if (!kn__scope_active())
         for (int i = 0; i < ng; i++)
             kn_tensor_free(got[i]);
+    if (st == KN_OK && g->batch > 0) st = check_other_batch(g, fn, user, fresh, nin);
     return st;
 }
