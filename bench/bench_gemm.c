@@ -66,8 +66,10 @@ static int parse_list(const char *s, int64_t *out) {
         if (end == s || v <= 0 || n == MAX_LIST) return -1;
         out[n++] = v;
         s = end;
-        if (*s == ',') s++;
-        else if (*s) return -1;
+        if (*s == ',')
+            s++;
+        else if (*s)
+            return -1;
     }
     return n;
 }

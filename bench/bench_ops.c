@@ -36,8 +36,8 @@
 
 /* One benchmark case: `nin` differentiable f32 inputs, optional non-differentiable extras. */
 typedef struct opcase {
-    const char *name;  /* op= */
-    const char *shape; /* shape= (same string as peer_torch.py) */
+    const char *name;                      /* op= */
+    const char *shape;                     /* shape= (same string as peer_torch.py) */
     kn_tensor *(*setup)(struct opcase *c); /* creates in[]/extra[]; returns in[0] or NULL */
     kn_tensor *(*run)(struct opcase *c);   /* the op itself */
     int nin;
@@ -74,7 +74,9 @@ static bool env_flag(const char *name) {
     return s && *s && strcmp(s, "0") != 0;
 }
 
-static kn_tensor *randn(int ndim, const int64_t *shape) { return kn_randn(KN_F32, ndim, shape); }
+static kn_tensor *randn(int ndim, const int64_t *shape) {
+    return kn_randn(KN_F32, ndim, shape);
+}
 
 /* ---- the cases: shapes must match OPS in peer_torch.py ---- */
 
@@ -86,7 +88,9 @@ static const int64_t S_IMG_BIG[4] = {8, 64, 112, 112};
 static const int64_t S_C64[1] = {64};
 static const int64_t S_W3x3[4] = {64, 64, 3, 3};
 
-static kn_tensor *setup_act(opcase *c) { return c->in[0] = randn(3, S_ACT); }
+static kn_tensor *setup_act(opcase *c) {
+    return c->in[0] = randn(3, S_ACT);
+}
 static kn_tensor *setup_act2(opcase *c) {
     c->in[1] = randn(3, S_ACT);
     return c->in[0] = randn(3, S_ACT);
@@ -95,7 +99,9 @@ static kn_tensor *setup_act_bias(opcase *c) {
     c->in[1] = randn(1, S_C768);
     return c->in[0] = randn(3, S_ACT);
 }
-static kn_tensor *setup_rows(opcase *c) { return c->in[0] = randn(2, S_ROWS); }
+static kn_tensor *setup_rows(opcase *c) {
+    return c->in[0] = randn(2, S_ROWS);
+}
 static kn_tensor *setup_layer_norm(opcase *c) {
     c->in[1] = randn(1, S_C768);
     c->in[2] = randn(1, S_C768);
@@ -106,7 +112,9 @@ static kn_tensor *setup_conv(opcase *c) {
     c->in[2] = randn(1, S_C64);
     return c->in[0] = randn(4, S_IMG);
 }
-static kn_tensor *setup_pool(opcase *c) { return c->in[0] = randn(4, S_IMG_BIG); }
+static kn_tensor *setup_pool(opcase *c) {
+    return c->in[0] = randn(4, S_IMG_BIG);
+}
 static kn_tensor *setup_bn(opcase *c) {
     c->in[1] = randn(1, S_C64);
     c->in[2] = randn(1, S_C64);
@@ -115,16 +123,28 @@ static kn_tensor *setup_bn(opcase *c) {
     return c->in[0] = randn(4, S_IMG);
 }
 
-static kn_tensor *run_add(opcase *c) { return kn_add(c->in[0], c->in[1]); }
-static kn_tensor *run_mul(opcase *c) { return kn_mul(c->in[0], c->in[1]); }
-static kn_tensor *run_relu(opcase *c) { return kn_relu(c->in[0]); }
-static kn_tensor *run_gelu(opcase *c) { return kn_gelu(c->in[0], false); } /* erf form */
-static kn_tensor *run_exp(opcase *c) { return kn_exp(c->in[0]); }
+static kn_tensor *run_add(opcase *c) {
+    return kn_add(c->in[0], c->in[1]);
+}
+static kn_tensor *run_mul(opcase *c) {
+    return kn_mul(c->in[0], c->in[1]);
+}
+static kn_tensor *run_relu(opcase *c) {
+    return kn_relu(c->in[0]);
+}
+static kn_tensor *run_gelu(opcase *c) {
+    return kn_gelu(c->in[0], false);
+} /* erf form */
+static kn_tensor *run_exp(opcase *c) {
+    return kn_exp(c->in[0]);
+}
 static kn_tensor *run_sum(opcase *c) {
     int axis = -1;
     return kn_sum(c->in[0], &axis, 1, false);
 }
-static kn_tensor *run_softmax(opcase *c) { return kn_softmax(c->in[0], -1); }
+static kn_tensor *run_softmax(opcase *c) {
+    return kn_softmax(c->in[0], -1);
+}
 static kn_tensor *run_layer_norm(opcase *c) {
     return kn_layer_norm(c->in[0], 1, c->in[1], c->in[2], 1e-5);
 }

@@ -106,29 +106,7 @@ static double peak_rss_mb(void) {
 
 /* ---- models: must match make_train_model in peer_torch.py ---- */
 
-static kn_module *make_mlp(void) {
-    kn_module *m[] = {kn_nn_flatten(1, -1), kn_nn_linear(784, 512, true),
-                      kn_nn_relu(),         kn_nn_linear(512, 256, true),
-                      kn_nn_relu(),         kn_nn_linear(256, 10, true)};
-    return kn_nn_sequential(m, (int)(sizeof m / sizeof m[0]));
-}
-
-static kn_module *make_lenet(void) {
-    const kn_pool_opts pool = {.kernel = {2, 2}, .stride = {2, 2}};
-    kn_module *m[] = {kn_nn_conv2d(1, 6, 5, 5, NULL, true),
-                      kn_nn_relu(),
-                      kn_nn_maxpool2d(&pool),
-                      kn_nn_conv2d(6, 16, 5, 5, NULL, true),
-                      kn_nn_relu(),
-                      kn_nn_maxpool2d(&pool),
-                      kn_nn_flatten(1, -1),
-                      kn_nn_linear(256, 120, true),
-                      kn_nn_relu(),
-                      kn_nn_linear(120, 84, true),
-                      kn_nn_relu(),
-                      kn_nn_linear(84, 10, true)};
-    return kn_nn_sequential(m, (int)(sizeof m / sizeof m[0]));
-}
+#include "bench_models.h"
 
 /* ---- the training loop ---- */
 

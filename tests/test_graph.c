@@ -4,32 +4,9 @@
  * allocation-free run, guarded tracing, conv+batchnorm folding (with a tolerance), and errors.
  */
 #include "kn_test.h"
+#include "kt_models.h"
 
 extern uint64_t kn__alloc_count(void);
-
-static kn_module *mlp(void) {
-    kn_module *m[] = {kn_nn_flatten(1, -1), kn_nn_linear(784, 64, true),
-                      kn_nn_relu(),         kn_nn_linear(64, 32, true),
-                      kn_nn_relu(),         kn_nn_linear(32, 10, true)};
-    return kn_nn_sequential(m, 6);
-}
-
-static kn_module *lenet(void) {
-    kn_pool_opts pool = {.kernel = {2, 2}};
-    kn_module *m[] = {kn_nn_conv2d(1, 6, 5, 5, NULL, true),
-                      kn_nn_relu(),
-                      kn_nn_maxpool2d(&pool),
-                      kn_nn_conv2d(6, 16, 5, 5, NULL, true),
-                      kn_nn_relu(),
-                      kn_nn_maxpool2d(&pool),
-                      kn_nn_flatten(1, -1),
-                      kn_nn_linear(256, 120, true),
-                      kn_nn_relu(),
-                      kn_nn_linear(120, 84, true),
-                      kn_nn_relu(),
-                      kn_nn_linear(84, 10, true)};
-    return kn_nn_sequential(m, 12);
-}
 
 /* bit-exact: same shape and identical bytes */
 static int same_bits(const kn_tensor *a, const kn_tensor *b) {
@@ -345,13 +322,7 @@ static void test_train_step_mlp_sgd(void) {
 static void test_train_step_lenet_sgd(void) {
     train_both(lenet, false, false);
 }
-/* the examples' MLP: its first layer's gradient GEMM runs in several row blocks */
-static kn_module *mlp_full(void) {
-    kn_module *m[] = {kn_nn_flatten(1, -1), kn_nn_linear(784, 512, true),
-                      kn_nn_relu(),         kn_nn_linear(512, 256, true),
-                      kn_nn_relu(),         kn_nn_linear(256, 10, true)};
-    return kn_nn_sequential(m, 6);
-}
+/* mlp_full (kt_models.h): its first layer's gradient GEMM runs in several row blocks */
 static void test_train_step_mlp_full_adam(void) {
     train_both(mlp_full, true, true);
 }

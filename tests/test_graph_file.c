@@ -11,6 +11,7 @@
 
 #include "graph/graph_impl.h"
 #include "kn_test.h"
+#include "kt_models.h"
 
 static char g_dir[64];
 
@@ -20,30 +21,6 @@ static const char *tmp_path(const char *name) {
     char *p = buf[k++ & 3];
     snprintf(p, 256, "%s/%s", g_dir, name);
     return p;
-}
-
-static kn_module *mlp(void) {
-    kn_module *m[] = {kn_nn_flatten(1, -1), kn_nn_linear(784, 64, true),
-                      kn_nn_relu(),         kn_nn_linear(64, 32, true),
-                      kn_nn_relu(),         kn_nn_linear(32, 10, true)};
-    return kn_nn_sequential(m, 6);
-}
-
-static kn_module *lenet(void) {
-    kn_pool_opts pool = {.kernel = {2, 2}};
-    kn_module *m[] = {kn_nn_conv2d(1, 6, 5, 5, NULL, true),
-                      kn_nn_relu(),
-                      kn_nn_maxpool2d(&pool),
-                      kn_nn_conv2d(6, 16, 5, 5, NULL, true),
-                      kn_nn_relu(),
-                      kn_nn_maxpool2d(&pool),
-                      kn_nn_flatten(1, -1),
-                      kn_nn_linear(256, 120, true),
-                      kn_nn_relu(),
-                      kn_nn_linear(120, 84, true),
-                      kn_nn_relu(),
-                      kn_nn_linear(84, 10, true)};
-    return kn_nn_sequential(m, 12);
 }
 
 /* same dtype, shape and bytes */

@@ -20,33 +20,43 @@ static bool has_avx512(void) {
     return v == 1;
 }
 
+/* One row pair of width W (<= 32): the windows' four candidates (a b / c d, 16 lanes = output
+ * columns) compared in the reference's scan order, a later one winning when greater or NaN.
+ * Returns the maxima; *tb, *tc, *td: lanes where b, c, d took over at their turn. */
+static inline __attribute__((always_inline, target("avx512f"))) __m512
+scan_pair(const float *r0, int64_t W, __mmask16 lo_m, __mmask16 hi_m, __mmask16 *tb, __mmask16 *tc,
+          __mmask16 *td) {
+    const __m512i even =
+        _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    const float *r1 = r0 + W;
+    __m512 a0 = _mm512_maskz_loadu_ps(lo_m, r0), a1 = _mm512_maskz_loadu_ps(hi_m, r0 + 16);
+    __m512 b0 = _mm512_maskz_loadu_ps(lo_m, r1), b1 = _mm512_maskz_loadu_ps(hi_m, r1 + 16);
+    __m512 a = _mm512_permutex2var_ps(a0, even, a1), b = _mm512_permutex2var_ps(a0, odd, a1);
+    __m512 c = _mm512_permutex2var_ps(b0, even, b1), d = _mm512_permutex2var_ps(b0, odd, b1);
+    __m512 m = a;
+    *tb = _mm512_cmp_ps_mask(b, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
+    m = _mm512_mask_mov_ps(m, *tb, b);
+    *tc = _mm512_cmp_ps_mask(c, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q);
+    m = _mm512_mask_mov_ps(m, *tc, c);
+    *td = _mm512_cmp_ps_mask(d, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q);
+    return _mm512_mask_mov_ps(m, *td, d);
+}
+
 __attribute__((target("avx512f"))) static void rows(const float *x, float *y, int64_t *idx,
                                                     int64_t nrows, int64_t OH, int64_t W) {
     const int64_t OW = W / 2;
     const __mmask16 lo_m = (__mmask16)(W >= 16 ? 0xffff : (1u << W) - 1);
     const __mmask16 hi_m = (__mmask16)(W <= 16 ? 0 : (1u << (W - 16)) - 1);
     const __mmask16 out_m = (__mmask16)((1u << OW) - 1);
-    const __m512i even =
-        _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     for (int64_t r = 0; r < nrows; r++) {
-        const float *r0 = x + r * 2 * W, *r1 = r0 + W;
-        __m512 a0 = _mm512_maskz_loadu_ps(lo_m, r0), a1 = _mm512_maskz_loadu_ps(hi_m, r0 + 16);
-        __m512 b0 = _mm512_maskz_loadu_ps(lo_m, r1), b1 = _mm512_maskz_loadu_ps(hi_m, r1 + 16);
-        __m512 a = _mm512_permutex2var_ps(a0, even, a1), b = _mm512_permutex2var_ps(a0, odd, a1);
-        __m512 c = _mm512_permutex2var_ps(b0, even, b1), d = _mm512_permutex2var_ps(b0, odd, b1);
-        __m512 m = a;
-        __m512i k = _mm512_setzero_si512();
-        __mmask16 t = _mm512_cmp_ps_mask(b, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
-        m = _mm512_mask_mov_ps(m, t, b);
-        k = _mm512_mask_mov_epi32(k, t, _mm512_set1_epi32(1));
-        t = _mm512_cmp_ps_mask(c, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q);
-        m = _mm512_mask_mov_ps(m, t, c);
-        k = _mm512_mask_mov_epi32(k, t, _mm512_set1_epi32((int)W));
-        t = _mm512_cmp_ps_mask(d, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q);
-        m = _mm512_mask_mov_ps(m, t, d);
-        k = _mm512_mask_mov_epi32(k, t, _mm512_set1_epi32((int)W + 1));
+        __mmask16 tb, tc, td;
+        __m512 m = scan_pair(x + r * 2 * W, W, lo_m, hi_m, &tb, &tc, &td);
+        /* index offset of the winner: a 0, b 1, c W, d W + 1 */
+        __m512i k = _mm512_maskz_mov_epi32(tb, _mm512_set1_epi32(1));
+        k = _mm512_mask_mov_epi32(k, tc, _mm512_set1_epi32((int)W));
+        k = _mm512_mask_mov_epi32(k, td, _mm512_set1_epi32((int)W + 1));
         _mm512_mask_storeu_ps(y + r * OW, out_m, m);
         if (idx) {
             /* index within the plane: 2*oh*W + 2*ow + k */
@@ -83,34 +93,18 @@ __attribute__((target("avx512f"))) static void bwd_rows(const float *x, const fl
     const __mmask16 lo_m = (__mmask16)(W >= 16 ? 0xffff : (1u << W) - 1);
     const __mmask16 hi_m = (__mmask16)(W <= 16 ? 0 : (1u << (W - 16)) - 1);
     const __mmask16 out_m = (__mmask16)((1u << OW) - 1);
-    const __m512i even =
-        _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     /* interleave e (even columns) and o (odd columns) back into a row: lanes 0..15, 16..31 */
     const __m512i il_lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512i il_hi =
         _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
     const __m512 zero = _mm512_setzero_ps();
     for (int64_t r = r0; r < r1; r++) {
-        const float *x0 = x + r * 2 * W, *x1 = x0 + W;
-        __m512 a0 = _mm512_maskz_loadu_ps(lo_m, x0), a1 = _mm512_maskz_loadu_ps(hi_m, x0 + 16);
-        __m512 b0 = _mm512_maskz_loadu_ps(lo_m, x1), b1 = _mm512_maskz_loadu_ps(hi_m, x1 + 16);
-        __m512 a = _mm512_permutex2var_ps(a0, even, a1), b = _mm512_permutex2var_ps(a0, odd, a1);
-        __m512 c = _mm512_permutex2var_ps(b0, even, b1), d = _mm512_permutex2var_ps(b0, odd, b1);
-        /* the forward's scan: which of a, b, c, d wins */
-        __m512 m = a;
-        __mmask16 tb =
-            _mm512_cmp_ps_mask(b, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
-        m = _mm512_mask_mov_ps(m, tb, b);
-        __mmask16 tc =
-            _mm512_cmp_ps_mask(c, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q);
-        m = _mm512_mask_mov_ps(m, tc, c);
-        __mmask16 td =
-            _mm512_cmp_ps_mask(d, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q);
+        __mmask16 tb, tc, td;
+        __m512 m = scan_pair(x + r * 2 * W, W, lo_m, hi_m, &tb, &tc, &td);
         /* winner masks: d if td; else c if tc; else b if tb; else a */
         __mmask16 wd = td, wc = tc & ~td, wb = tb & ~tc & ~td, wa = ~(tb | tc | td);
         if (relu_mask) { /* relu's backward too: the argmax element passes only if it is > 0 */
-            __mmask16 pos = _mm512_cmp_ps_mask(_mm512_mask_mov_ps(m, td, d), zero, _CMP_GT_OQ);
+            __mmask16 pos = _mm512_cmp_ps_mask(m, zero, _CMP_GT_OQ);
             wa &= pos, wb &= pos, wc &= pos, wd &= pos;
         }
         __m512 g = _mm512_add_ps(_mm512_maskz_loadu_ps(out_m, gy + r * OW), zero);
