@@ -209,6 +209,32 @@ static void test_conv_bn_fold(void) {
     kn_scope_end(s);
 }
 
+/* plans are cached per batch size, at most 8: the 9th size evicts the least recently used */
+static void test_plan_cache_bounded(void) {
+    kn_scope s = kn_scope_begin();
+    kn_module *m = mlp();
+    kn_tensor *x = kn_randn(KN_F32, 4, (int64_t[]){2, 1, 28, 28}), *y = NULL;
+    kn_graph *g = kn_trace_module(m, x);
+    KT_NOTNULL(g);
+    for (int64_t b = 1; b <= 10; b++) {
+        kn_tensor *xb = kn_randn(KN_F32, 4, (int64_t[]){b, 1, 28, 28});
+        KT_EQ_INT(1, kn_graph_run(g, &xb, 1, &y, 1));
+        KT_TRUE(same_bits(y, eager_eval(m, xb)));
+    }
+    kn_graph_stats st;
+    KT_OK(kn_graph_stats_get(g, &st));
+    KT_EQ_INT(10, st.plans_built);
+    kn_tensor *x10 = kn_randn(KN_F32, 4, (int64_t[]){10, 1, 28, 28});
+    KT_EQ_INT(1, kn_graph_run(g, &x10, 1, &y, 1)); /* still cached */
+    kn_tensor *x1 = kn_randn(KN_F32, 4, (int64_t[]){1, 1, 28, 28});
+    KT_EQ_INT(1, kn_graph_run(g, &x1, 1, &y, 1)); /* evicted: built again */
+    KT_OK(kn_graph_stats_get(g, &st));
+    KT_EQ_INT(11, st.plans_built);
+    kn_graph_free(g);
+    kn_module_free(m);
+    kn_scope_end(s);
+}
+
 static void test_bad_inputs(void) {
     kn_scope s = kn_scope_begin();
     kn_module *m = mlp();
@@ -541,5 +567,6 @@ int main(void) {
     KT_RUN(test_trace_check_catches_batch_constant);
     KT_RUN(test_conv_bn_fold);
     KT_RUN(test_bad_inputs);
+    KT_RUN(test_plan_cache_bounded);
     return kt_finish();
 }

@@ -11,8 +11,9 @@
  * returned by kn_graph_run follow the usual rules of kiln/core.h (new references, scope-owned).
  *
  * Symbolic batch: unless static_batch is set, dim 0 of every input is the symbolic dimension
- * "batch"; one graph runs any batch size. A memory plan is built per bound batch size and cached
- * (kn_graph_stats reports how many plans were built: a new batch size is a counted recompile).
+ * "batch"; one graph runs any batch size. A memory plan is built per bound batch size and cached,
+ * the 8 most recently used at most (kn_graph_stats reports how many plans were built: a new
+ * batch size is a counted recompile, also logged as a warning).
  *
  * Thread safety: a graph runs on one thread at a time (its arena is shared between runs); kernels
  * parallelise internally. Different graphs may run concurrently.

@@ -19,6 +19,7 @@
 #include "graph/graph_impl.h"
 
 enum { K_SKIP, K_VIEW, K_COPY, K_OP, K_GROUP };
+#define MAX_PLANS 8 /* plans kept per graph (one per batch size) */
 
 typedef struct pbuf {
     int64_t size, off;
@@ -296,8 +297,14 @@ done:
 
 kn_plan *kn__plan_get(kn_graph *g, int64_t batch) {
     if (g->batch == 0) batch = 0;
-    for (kn_plan *p = g->plans; p; p = p->next)
-        if (p->batch == batch) return p;
+    for (kn_plan **pp = &g->plans; *pp; pp = &(*pp)->next)
+        if ((*pp)->batch == batch) {
+            kn_plan *hit = *pp; /* most recently used first */
+            *pp = hit->next;
+            hit->next = g->plans;
+            g->plans = hit;
+            return hit;
+        }
     kn_plan *p = kn__calloc(1, sizeof *p);
     if (!p) return NULL;
     p->batch = batch;
@@ -313,6 +320,20 @@ kn_plan *kn__plan_get(kn_graph *g, int64_t batch) {
     p->next = g->plans;
     g->plans = p;
     g->last_arena = p->arena_bytes;
+    /* keep the MAX_PLANS most recently built: a server fed every batch size must not hold an
+     * arena per size forever (the oldest is rebuilt, and counted, if it comes back) */
+    int k = 1;
+    for (kn_plan *q = g->plans; q->next; q = q->next, k++)
+        if (k == MAX_PLANS) {
+            kn_plan *old = q->next;
+            q->next = NULL;
+            while (old) {
+                kn_plan *n = old->next;
+                plan_free(old);
+                old = n;
+            }
+            break;
+        }
     return p;
 }
 
