@@ -187,6 +187,18 @@ static int simplify_node(kn_graph *g, kn_gnode *n, const bool *written) {
         const kn_gnode *p = &g->nodes[g->vals[a].node];
         if (!p->dead && is_op(p, "neg")) return p->in[0];
     }
+    if (is_op(n, "relu") && g->vals[a].kind == GV_NODE && kn_dtype_is_float(out->dtype)) {
+        /* relu(conv2d(...)) whose conv output has no other reader: the conv applies it while
+         * adding its bias (same formula, same bits), saving a pass over the activation */
+        kn_gnode *cv = &g->nodes[g->vals[a].node];
+        int uses = kn__g_is_output(g, a);
+        for (int i = 0; i < g->nnodes; i++)
+            for (int j = 0; !g->nodes[i].dead && j < g->nodes[i].nin; j++)
+                uses += g->nodes[i].in[j] == a;
+        if (!cv->dead && is_op(cv, "conv2d") && uses == 1 && !kn__attr_int(&cv->attrs, "relu", 0) &&
+            kn_attrs_set_int(&cv->attrs, "relu", 1) == KN_OK)
+            return a;
+    }
     if (is_op(n, "relu_backward") && g->vals[b].kind == GV_NODE) {
         /* relu_backward(g, x) masks with x > 0; relu(x) > 0 exactly when x > 0 (NaN: neither),
          * so the mask can come from relu's output. Then relu's input has no use after the

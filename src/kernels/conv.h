@@ -26,6 +26,7 @@ typedef struct kn_conv_geom {
     int64_t pt, pl; /* top/left padding */
     int64_t dh, dw; /* dilation */
     int64_t G;      /* groups */
+    bool relu;      /* forward only: relu applied to the output (a graph compiler fusion) */
 } kn_conv_geom;
 
 /* One 2-D pooling window geometry (PyTorch semantics, symmetric padding). */
@@ -36,44 +37,41 @@ typedef struct kn_pool_geom {
     bool relu_mask;         /* max pool backward: also relu's backward, x being relu's output */
 } kn_pool_geom;
 
-#define KN_CONV_KERNELS(T, S)                                                                  \
-    /* col (Cg*KH*KW, (oh1-oh0)*OW) = patches of x (Cg, H, W) for output rows [oh0, oh1) */    \
-    void kn__im2col_##S(const T *x, const kn_conv_geom *g, int64_t Cg, int64_t oh0,            \
-                        int64_t oh1, T *col);                                                  \
-    /* gx (Cg, H, W) += scatter of col (Cg*KH*KW, (oh1-oh0)*OW) */                             \
-    void kn__col2im_##S(const T *col, const kn_conv_geom *g, int64_t Cg, int64_t oh0,          \
-                        int64_t oh1, T *gx);                                                   \
-    /* direct loops: y = conv(x, w) + b (b may be NULL) */                                     \
-    void kn__conv2d_direct_##S(const T *x, const T *w, const T *b, T *y, const kn_conv_geom *g); \
-    /* gx (N, C, H, W) = d/dx of sum(gy * conv(x, w)) */                                       \
-    void kn__conv2d_bwd_input_direct_##S(const T *gy, const T *w, T *gx,                       \
-                                         const kn_conv_geom *g);                               \
-    /* gw (O, C/G, KH, KW) = d/dw of sum(gy * conv(x, w)) */                                   \
-    void kn__conv2d_bwd_weight_direct_##S(const T *x, const T *gy, T *gw,                      \
-                                          const kn_conv_geom *g);                              \
-    /* C/G == 1 (depthwise and single-input-channel convs): direct loops, no GEMM. gx is     \
-     * accumulated into (zero or bias it first); scratch holds threads * KH*KW*OW elements */ \
-    void kn__dwconv2d_##S(const T *x, const T *w, const T *b, T *y, const kn_conv_geom *g);    \
-    void kn__dwconv2d_bwd_input_##S(const T *gy, const T *w, T *gx, const kn_conv_geom *g);    \
-    void kn__dwconv2d_bwd_weight_##S(const T *x, const T *gy, T *gw, const kn_conv_geom *g,    \
-                                     T *scratch);                                              \
-    /* y (planes, OH, OW) = max pool; idx (may be NULL) = flat index into each H*W plane */    \
-    void kn__maxpool2d_ref_##S(const T *x, T *y, int64_t *idx, const kn_pool_geom *p,          \
-                               int64_t planes);                                                \
-    void kn__maxpool2d_##S(const T *x, T *y, int64_t *idx, const kn_pool_geom *p,              \
-                           int64_t planes);                                                    \
-    /* gx (planes, H, W) = gy routed to each window's max (gx is overwritten) */               \
-    void kn__maxpool2d_bwd_##S(const T *gy, const T *x, T *gx, const kn_pool_geom *p,          \
-                               int64_t planes);                                                \
-    void kn__avgpool2d_##S(const T *x, T *y, const kn_pool_geom *p, int64_t planes);           \
-    /* gx (planes, H, W) = adjoint of avg pool applied to gy (gx is overwritten) */            \
-    void kn__avgpool2d_bwd_##S(const T *gy, T *gx, const kn_pool_geom *p, int64_t planes);     \
-    /* adaptive average pool (PyTorch windows floor(i*H/OH) .. ceil((i+1)*H/OH)) */            \
-    void kn__adaptive_avgpool2d_##S(const T *x, T *y, int64_t H, int64_t W, int64_t OH,        \
-                                    int64_t OW, int64_t planes);                               \
-    void kn__adaptive_avgpool2d_bwd_##S(const T *gy, T *gx, int64_t H, int64_t W, int64_t OH, \
-                                        int64_t OW, int64_t planes);                           \
-    /* y (planes) = mean of each plane of hw elements */                                       \
+#define KN_CONV_KERNELS(T, S)                                                                      \
+    /* col (Cg*KH*KW, (oh1-oh0)*OW) = patches of x (Cg, H, W) for output rows [oh0, oh1) */        \
+    void kn__im2col_##S(const T *x, const kn_conv_geom *g, int64_t Cg, int64_t oh0, int64_t oh1,   \
+                        T *col);                                                                   \
+    /* gx (Cg, H, W) += scatter of col (Cg*KH*KW, (oh1-oh0)*OW) */                                 \
+    void kn__col2im_##S(const T *col, const kn_conv_geom *g, int64_t Cg, int64_t oh0, int64_t oh1, \
+                        T *gx);                                                                    \
+    /* direct loops: y = conv(x, w) + b (b may be NULL) */                                         \
+    void kn__conv2d_direct_##S(const T *x, const T *w, const T *b, T *y, const kn_conv_geom *g);   \
+    /* gx (N, C, H, W) = d/dx of sum(gy * conv(x, w)) */                                           \
+    void kn__conv2d_bwd_input_direct_##S(const T *gy, const T *w, T *gx, const kn_conv_geom *g);   \
+    /* gw (O, C/G, KH, KW) = d/dw of sum(gy * conv(x, w)) */                                       \
+    void kn__conv2d_bwd_weight_direct_##S(const T *x, const T *gy, T *gw, const kn_conv_geom *g);  \
+    /* C/G == 1 (depthwise and single-input-channel convs): direct loops, no GEMM. gx is           \
+     * accumulated into (zero or bias it first); scratch holds threads * KH*KW*OW elements */      \
+    void kn__dwconv2d_##S(const T *x, const T *w, const T *b, T *y, const kn_conv_geom *g);        \
+    void kn__dwconv2d_bwd_input_##S(const T *gy, const T *w, T *gx, const kn_conv_geom *g);        \
+    void kn__dwconv2d_bwd_weight_##S(const T *x, const T *gy, T *gw, const kn_conv_geom *g,        \
+                                     T *scratch);                                                  \
+    /* y (planes, OH, OW) = max pool; idx (may be NULL) = flat index into each H*W plane */        \
+    void kn__maxpool2d_ref_##S(const T *x, T *y, int64_t *idx, const kn_pool_geom *p,              \
+                               int64_t planes);                                                    \
+    void kn__maxpool2d_##S(const T *x, T *y, int64_t *idx, const kn_pool_geom *p, int64_t planes); \
+    /* gx (planes, H, W) = gy routed to each window's max (gx is overwritten) */                   \
+    void kn__maxpool2d_bwd_##S(const T *gy, const T *x, T *gx, const kn_pool_geom *p,              \
+                               int64_t planes);                                                    \
+    void kn__avgpool2d_##S(const T *x, T *y, const kn_pool_geom *p, int64_t planes);               \
+    /* gx (planes, H, W) = adjoint of avg pool applied to gy (gx is overwritten) */                \
+    void kn__avgpool2d_bwd_##S(const T *gy, T *gx, const kn_pool_geom *p, int64_t planes);         \
+    /* adaptive average pool (PyTorch windows floor(i*H/OH) .. ceil((i+1)*H/OH)) */                \
+    void kn__adaptive_avgpool2d_##S(const T *x, T *y, int64_t H, int64_t W, int64_t OH,            \
+                                    int64_t OW, int64_t planes);                                   \
+    void kn__adaptive_avgpool2d_bwd_##S(const T *gy, T *gx, int64_t H, int64_t W, int64_t OH,      \
+                                        int64_t OW, int64_t planes);                               \
+    /* y (planes) = mean of each plane of hw elements */                                           \
     void kn__global_avgpool2d_##S(const T *x, T *y, int64_t hw, int64_t planes);
 
 KN_CONV_KERNELS(float, f32)

@@ -30,6 +30,7 @@ static kn_status pb_varint_at(const uint8_t **pp, const uint8_t *end, const uint
             return kn__err(KN_EFORMAT, "protobuf: offset %zu: truncated varint (%s)",
                            (size_t)(p - base), what);
         uint8_t b = p[i];
+        if (i == 9 && (b & 0x80)) break; /* an 11th byte would follow */
         if (i == 9 && b > 1)
             return kn__err(KN_EFORMAT, "protobuf: offset %zu: varint (%s) overflows 64 bits",
                            (size_t)(p - base), what);
@@ -50,7 +51,8 @@ kn_status kn__pb_varint(kn_pb *m, uint64_t *out) {
 
 static uint64_t pb_le(const uint8_t *p, int n) {
     uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--) v = (v << 8) | p[i];
+    for (int i = n - 1; i >= 0; i--)
+        v = (v << 8) | p[i];
     return v;
 }
 
@@ -85,12 +87,11 @@ kn_status kn__pb_next(kn_pb *m, kn_pb_field *f) {
     uint64_t num = tag >> 3;
     int wire = (int)(tag & 7);
     if (num == 0)
-        return kn__err(KN_EFORMAT, "protobuf: offset %zu: field number 0 (wire type %d)", at,
-                       wire);
+        return kn__err(KN_EFORMAT, "protobuf: offset %zu: field number 0 (wire type %d)", at, wire);
     if (num > KN_PB_MAX_FIELD)
         return kn__err(KN_EFORMAT, "protobuf: offset %zu: field number %llu > %u", at,
                        (unsigned long long)num, KN_PB_MAX_FIELD);
-    kn_pb_field out = {.num = (uint32_t)num, .wire = wire};
+    kn_pb_field out = {.num = (uint32_t)num, .wire = wire, .off = at};
     switch (wire) {
     case KN_PB_VARINT: s = pb_varint_at(&r.p, r.end, r.base, "varint field", &out.v); break;
     case KN_PB_I64: s = pb_fixed(&r, 8, "fixed64 field", &out.v); break;
@@ -119,8 +120,8 @@ kn_status kn__pb_next(kn_pb *m, kn_pb_field *f) {
                        "supported)",
                        at, (unsigned long long)num, wire);
     default:
-        return kn__err(KN_EFORMAT, "protobuf: offset %zu: field %llu has invalid wire type %d",
-                       at, (unsigned long long)num, wire);
+        return kn__err(KN_EFORMAT, "protobuf: offset %zu: field %llu has invalid wire type %d", at,
+                       (unsigned long long)num, wire);
     }
     if (s != KN_OK) return s;
     if (wire != KN_PB_LEN) {
@@ -159,8 +160,9 @@ kn_status kn__pb_packed_count(kn_pb sub, int wire, size_t *count) {
         return KN_OK;
     }
     default:
-        return kn__err(KN_EINVAL, "protobuf: packed fields hold varint, fixed32 or fixed64 "
-                                  "elements, not wire type %d",
+        return kn__err(KN_EINVAL,
+                       "protobuf: packed fields hold varint, fixed32 or fixed64 "
+                       "elements, not wire type %d",
                        wire);
     }
 }
@@ -177,6 +179,7 @@ static const char *pb_wire_name(int wire) {
 
 kn_status kn__pb_want(const kn_pb_field *f, int wire, const char *what) {
     if (f->wire == wire) return KN_OK;
-    return kn__err(KN_EFORMAT, "protobuf: %s (field %u): wire type %d (%s), expected %d (%s)",
-                   what, f->num, f->wire, pb_wire_name(f->wire), wire, pb_wire_name(wire));
+    return kn__err(KN_EFORMAT,
+                   "protobuf: offset %zu: %s (field %u): wire type %d (%s), expected %d (%s)",
+                   f->off, what, f->num, f->wire, pb_wire_name(f->wire), wire, pb_wire_name(wire));
 }

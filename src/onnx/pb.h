@@ -61,7 +61,8 @@ typedef struct kn_pb_field {
     uint32_t num; /* 1 .. KN_PB_MAX_FIELD */
     int wire;     /* KN_PB_VARINT, KN_PB_I64, KN_PB_LEN or KN_PB_I32 */
     uint64_t v;
-    kn_pb sub;
+    kn_pb sub;  /* LEN: the payload; other wire types: an empty view at the field's end */
+    size_t off; /* byte offset of the field's tag (for messages) */
 } kn_pb_field;
 
 /* A view of data[0, n). data may be NULL when n == 0. */
@@ -88,7 +89,8 @@ kn_status kn__pb_fixed64(kn_pb *m, uint64_t *out);
  * KN_EINVAL for another wire type, KN_EFORMAT for a malformed payload. */
 kn_status kn__pb_packed_count(kn_pb sub, int wire, size_t *count);
 
-/* Fails with KN_EFORMAT "<what> (field N): wire type W, expected E" unless f->wire == wire. */
+/* Fails with KN_EFORMAT "offset O: <what> (field N): wire type W, expected E" unless
+ * f->wire == wire. */
 kn_status kn__pb_want(const kn_pb_field *f, int wire, const char *what);
 
 /* Byte offset of the view's read position from the start of the buffer (for messages). */

@@ -205,7 +205,8 @@ static void fill_bias(kn_dtype dt, void *y, const void *b, int64_t Og, int64_t P
 
 /* y (N, O, OH, OW) = conv(x, w) + b. All contiguous; b may be NULL. */
 static kn_status conv_fwd_gemm(kn_dtype dt, const void *x, const void *w, const void *b, void *y,
-                               const kn_conv_geom *g, const conv_params *p) {
+                               const kn_conv_geom *g, const conv_params *p, bool *relu_done) {
+    *relu_done = false;
     const size_t es = kn_dtype_size(dt);
     const int64_t G = g->G, Cg = g->C / G, Og = g->O / G, KK = Cg * g->KH * g->KW;
     const int64_t P = g->OH * g->OW, HW = g->H * g->W;
@@ -218,7 +219,10 @@ static kn_status conv_fwd_gemm(kn_dtype dt, const void *x, const void *w, const 
         return KN_OK;
     }
     const bool direct = is_direct_1x1(g, p);
-    if (!direct && dt == KN_F32 && kn__conv_direct_avx512_fwd(x, w, b, y, g)) return KN_OK;
+    if (!direct && dt == KN_F32 && kn__conv_direct_avx512_fwd(x, w, b, y, g)) {
+        *relu_done = g->relu; /* the kernel applies it while adding the bias */
+        return KN_OK;
+    }
     if (!direct && kn__conv_shift_fwd(dt, x, w, b, y, g)) return KN_OK;
     const int64_t th = tile_rows(g, KK, es);
     const int nth = kn__threads();
@@ -502,6 +506,19 @@ static void free3(kn_tensor **t) {
         kn_tensor_free(t[i]);
 }
 
+static void relu_pass(kn_tensor *y) {
+    int64_t n = kn__numel(y->ndim, y->shape);
+    if (y->dtype == KN_F32) {
+        float *v = (float *)kn__ptr(y);
+        for (int64_t i = 0; i < n; i++)
+            v[i] = v[i] > 0 ? v[i] : (v[i] != v[i] ? v[i] : 0.0f);
+    } else {
+        double *v = (double *)kn__ptr(y);
+        for (int64_t i = 0; i < n; i++)
+            v[i] = v[i] > 0 ? v[i] : (v[i] != v[i] ? v[i] : 0.0);
+    }
+}
+
 static kn_status conv2d_run(kn_opctx *c, bool ref) {
     conv_params p;
     kn_status st = conv_params_read("conv2d", c->attrs, &p);
@@ -511,6 +528,8 @@ static kn_status conv2d_run(kn_opctx *c, bool ref) {
     kn_tensor *y = c->out[0];
     kn_conv_geom g = make_geom(t[0], t[1]->shape[0], t[1]->shape[2], t[1]->shape[3], y->shape[2],
                                y->shape[3], &p);
+    g.relu = kn__attr_int(c->attrs, "relu", 0) != 0;
+    bool relu_done = false;
     kn_dtype dt = y->dtype;
     const void *b = t[2] ? kn__ptr(t[2]) : NULL;
     if (ref) {
@@ -521,8 +540,11 @@ static kn_status conv2d_run(kn_opctx *c, bool ref) {
             kn__conv2d_direct_f64((double *)kn__ptr(t[0]), (double *)kn__ptr(t[1]), b,
                                   (double *)kn__ptr(y), &g);
     } else {
-        st = conv_fwd_gemm(dt, kn__ptr(t[0]), kn__ptr(t[1]), b, kn__ptr(y), &g, &p);
+        st = conv_fwd_gemm(dt, kn__ptr(t[0]), kn__ptr(t[1]), b, kn__ptr(y), &g, &p, &relu_done);
     }
+    /* "relu" (set only by the graph compiler): the direct AVX-512 kernel applied it while adding
+     * the bias; every other path gets the relu op's formula here */
+    if (st == KN_OK && g.relu && !relu_done) relu_pass(y);
     free3(t);
     return st;
 }
@@ -571,6 +593,9 @@ static kn_tensor *sum_nhw(kn_tensor *g) {
 }
 
 static kn_status conv2d_backward(kn_bwctx *c) {
+    if (kn__attr_int(c->attrs, "relu", 0))
+        return kn__err(KN_EUNSUPPORTED, "conv2d: the fused relu of a compiled graph has no "
+                                        "backward rule (differentiate before compiling)");
     conv_params p;
     kn_status st = conv_params_read("conv2d", c->attrs, &p);
     if (st != KN_OK) return st;

@@ -31,6 +31,7 @@
 
 typedef struct {
     int64_t C, O, OB, H, W, OH, OW, KH, KW, pt, pl, Wp, Hp, PS;
+    bool relu; /* relu on the output, in the loop that adds the bias */
 } dgeom;
 
 static bool has_avx512(void) {
@@ -117,8 +118,14 @@ static bool run(const float *x, const float *wp, const float *bias, float *y, co
             for (int64_t oh = 0; oh < d->OH; oh++) {
                 const float *s = yp + o * NP + oh * d->Wp;
                 float *t = yn + (o * d->OH + oh) * d->OW;
-                for (int64_t ow = 0; ow < d->OW; ow++)
-                    t[ow] = s[ow] + bv;
+                if (d->relu) /* the relu op's formula: x > 0 ? x : (NaN ? x : 0) */
+                    for (int64_t ow = 0; ow < d->OW; ow++) {
+                        float v = s[ow] + bv;
+                        t[ow] = v > 0 ? v : (v != v ? v : 0.0f);
+                    }
+                else
+                    for (int64_t ow = 0; ow < d->OW; ow++)
+                        t[ow] = s[ow] + bv;
             }
         }
     }
@@ -172,6 +179,7 @@ bool kn__conv_direct_avx512_fwd(const float *x, const float *w, const float *b, 
                                 const kn_conv_geom *g) {
     dgeom d;
     if (!eligible(g) || !make_geom(g, &d)) return false;
+    d.relu = g->relu;
     float *wp = pack(&d, w, false);
     if (!wp) return false;
     bool ok = run(x, wp, b, y, &d, g->N);
