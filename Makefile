@@ -1,14 +1,16 @@
 # kiln: thin wrapper over CMake. `make` builds, `make test` installs deps, builds and runs every
 # test (plus an ASan+UBSan build unless SANITIZE=0), `make demo` runs the main example (LeNet
 # eager, then as a compiled graph, the speedup, and the saved graph through the kiln CLI),
-# `make bench B=<name>` runs one benchmark (all when B is empty).
+# `make bench B=<name>` runs one benchmark (all when B is empty), `make fuzz` builds the
+# libFuzzer targets with clang in build-fuzz (run: ./build-fuzz/fuzz_pb -max_total_time=20).
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
 JOBS ?= $(shell nproc)
 SANITIZE ?= 1
 B ?=
 
-.PHONY: all deps build test test-fast test-asan demo bench docs format clean
+.PHONY: all deps build test test-fast test-asan demo bench docs format fuzz clean
 
 all: build
 
@@ -53,8 +55,16 @@ bench: build
 docs: build
 	/usr/bin/python3 tools/gen_ops_doc.py $(BUILD) > docs/ops.md
 
+fuzz:
+	@printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }\n' | \
+	    clang -x c -fsanitize=fuzzer -o /dev/null - >/dev/null 2>&1 || \
+	    { echo "make fuzz: clang with libFuzzer (clang -fsanitize=fuzzer) is not available" >&2; \
+	      exit 1; }
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DKILN_FUZZ=ON
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_pb
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
