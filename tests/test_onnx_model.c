@@ -19,66 +19,8 @@
 
 #include "core/core_impl.h"
 #include "kn_test.h"
+#include "kt_pb.h"
 #include "onnx/onnx_model.h"
-
-/* ---- a tiny encoder ---- */
-typedef struct {
-    uint8_t b[8192];
-    size_t n;
-} enc;
-
-static void put_byte(enc *e, uint8_t x) {
-    if (e->n < sizeof e->b) e->b[e->n++] = x;
-}
-static void put_varint(enc *e, uint64_t v) {
-    do {
-        uint8_t x = v & 0x7f;
-        v >>= 7;
-        put_byte(e, (uint8_t)(x | (v ? 0x80 : 0)));
-    } while (v);
-}
-static void put_tag(enc *e, uint32_t num, int wire) {
-    put_varint(e, ((uint64_t)num << 3) | (uint64_t)wire);
-}
-static void put_int(enc *e, uint32_t num, int64_t v) {
-    put_tag(e, num, KN_PB_VARINT);
-    put_varint(e, (uint64_t)v);
-}
-static void put_bytes(enc *e, uint32_t num, const void *p, size_t n) {
-    put_tag(e, num, KN_PB_LEN);
-    put_varint(e, n);
-    for (size_t i = 0; i < n; i++)
-        put_byte(e, ((const uint8_t *)p)[i]);
-}
-static void put_str(enc *e, uint32_t num, const char *s) {
-    put_bytes(e, num, s, strlen(s));
-}
-static void put_msg(enc *e, uint32_t num, const enc *m) {
-    put_bytes(e, num, m->b, m->n);
-}
-static void put_f32(enc *e, uint32_t num, float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    put_tag(e, num, KN_PB_I32);
-    for (int i = 0; i < 4; i++)
-        put_byte(e, (uint8_t)(u >> (8 * i)));
-}
-static void put_packed_f32(enc *e, uint32_t num, const float *v, size_t n) {
-    put_tag(e, num, KN_PB_LEN);
-    put_varint(e, 4 * n);
-    for (size_t k = 0; k < n; k++) {
-        uint32_t u;
-        memcpy(&u, &v[k], 4);
-        for (int i = 0; i < 4; i++)
-            put_byte(e, (uint8_t)(u >> (8 * i)));
-    }
-}
-static void put_packed_int(enc *e, uint32_t num, const int64_t *v, size_t n) {
-    enc p = {0};
-    for (size_t k = 0; k < n; k++)
-        put_varint(&p, (uint64_t)v[k]);
-    put_msg(e, num, &p);
-}
 
 static bool str_is(kn_onnx_str s, const char *z) {
     return s.n == strlen(z) && (s.n == 0 || memcmp(s.p, z, s.n) == 0);

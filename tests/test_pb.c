@@ -15,49 +15,8 @@
 #include <sys/stat.h>
 
 #include "kn_test.h"
+#include "kt_pb.h"
 #include "onnx/pb.h"
-
-/* ---- a tiny encoder for building test messages ---- */
-typedef struct {
-    uint8_t b[512];
-    size_t n;
-} enc;
-
-static void put_byte(enc *e, uint8_t x) {
-    if (e->n < sizeof e->b) e->b[e->n++] = x;
-}
-static void put_varint(enc *e, uint64_t v) {
-    do {
-        uint8_t x = v & 0x7f;
-        v >>= 7;
-        put_byte(e, (uint8_t)(x | (v ? 0x80 : 0)));
-    } while (v);
-}
-static void put_tag(enc *e, uint32_t num, int wire) {
-    put_varint(e, ((uint64_t)num << 3) | (uint64_t)wire);
-}
-static void put_le(enc *e, uint64_t v, int n) {
-    for (int i = 0; i < n; i++)
-        put_byte(e, (uint8_t)(v >> (8 * i)));
-}
-static void put_bytes(enc *e, uint32_t num, const void *p, size_t n) {
-    put_tag(e, num, KN_PB_LEN);
-    put_varint(e, n);
-    for (size_t i = 0; i < n; i++)
-        put_byte(e, ((const uint8_t *)p)[i]);
-}
-static void put_f32(enc *e, uint32_t num, float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    put_tag(e, num, KN_PB_I32);
-    put_le(e, u, 4);
-}
-static void put_f64(enc *e, uint32_t num, double d) {
-    uint64_t u;
-    memcpy(&u, &d, 8);
-    put_tag(e, num, KN_PB_I64);
-    put_le(e, u, 8);
-}
 
 /* ---- well-formed input ---- */
 static void test_every_wire_type(void) {
