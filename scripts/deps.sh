@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kiln needs to build, test and benchmark. Idempotent: installs
 # nothing when every package is present. Set KILN_DEPS_BENCH=1 to add the PyTorch peer.
+# libonnx-testdata: ONNX's own test models (the ONNX parser's tests read all 1072 of them).
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev libjson-c-dev
-      dataset-fashion-mnist)
+      dataset-fashion-mnist libonnx-testdata)
 if [ "${KILN_DEPS_BENCH:-0}" = 1 ]; then
   pkgs+=(python3-torch python3-numpy)
 fi
