@@ -50,51 +50,11 @@
 
 #include "kiln/kiln.h"
 
-#define MAX_LIST 16
+#include "bench_util.h"
+
 #define WARMUP 20
 #define MIN_REPS 20
 #define MAX_REPS 5000
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double env_double(const char *name, double dflt) {
-    const char *s = getenv(name);
-    if (!s || !*s) return dflt;
-    char *end;
-    double v = strtod(s, &end);
-    return (*end == '\0' && v > 0) ? v : dflt;
-}
-
-static bool env_flag(const char *name) {
-    const char *s = getenv(name);
-    return s && *s && strcmp(s, "0") != 0;
-}
-
-/* Parses "1,2,3" into out (at most MAX_LIST positive values); returns the count or -1. */
-static int parse_list(const char *s, int64_t *out) {
-    int n = 0;
-    while (*s) {
-        char *end;
-        long long v = strtoll(s, &end, 10);
-        if (end == s || v <= 0 || v > 1000000 || n == MAX_LIST) return -1;
-        out[n++] = v;
-        s = end;
-        if (*s == ',')
-            s++;
-        else if (*s)
-            return -1;
-    }
-    return n;
-}
 
 static void print_error(const char *model, int64_t batch, int threads, const char *impl,
                         const char *what) {

@@ -30,6 +30,8 @@
 
 #include "kiln/kiln.h"
 
+#include "bench_util.h"
+
 #define MAX_IN 4
 #define MAX_REPS 200
 #define MIN_REPS 5
@@ -44,35 +46,6 @@ typedef struct opcase {
     kn_tensor *in[MAX_IN];
     kn_tensor *extra[2];
 } opcase;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static double env_double(const char *name, double dflt) {
-    const char *s = getenv(name);
-    if (!s || !*s) return dflt;
-    char *end;
-    double v = strtod(s, &end);
-    return (*end == '\0' && v > 0) ? v : dflt;
-}
-
-static bool env_flag(const char *name) {
-    const char *s = getenv(name);
-    return s && *s && strcmp(s, "0") != 0;
-}
 
 static kn_tensor *randn(int ndim, const int64_t *shape) {
     return kn_randn(KN_F32, ndim, shape);

@@ -69,6 +69,8 @@
 
 #include "kiln/kiln.h"
 
+#include "bench_util.h"
+
 #define BATCH 64
 #define MIN_STEPS 20
 #define MAX_STEPS 100000
@@ -77,25 +79,6 @@
 static const double LR = 0.01, MOMENTUM = 0.9;
 static const double MEAN = 0.2860, STD = 0.3530;
 static const char *g_impl = "kiln"; /* "kiln_graph" in graph mode */
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double env_double(const char *name, double dflt) {
-    const char *s = getenv(name);
-    if (!s || !*s) return dflt;
-    char *end;
-    double v = strtod(s, &end);
-    return (*end == '\0' && v > 0) ? v : dflt;
-}
-
-static bool env_flag(const char *name) {
-    const char *s = getenv(name);
-    return s && *s && strcmp(s, "0") != 0;
-}
 
 /* Peak resident set size of this process in MiB (Linux: ru_maxrss is in KiB). */
 static double peak_rss_mb(void) {
