@@ -170,7 +170,17 @@ static bool is_op(const kn_gnode *n, const char *name) {
 
 /* The value the node's output can be replaced by, or -1. Every rule is exact in IEEE arithmetic:
  * x*1, x/1 and x-(+0) give x bit for bit (also -0 and NaN); x+0 is NOT simplified (-0+0 = +0). */
-static int simplify_node(kn_graph *g, kn_gnode *n, const bool *written) {
+/* How many live node inputs and graph outputs read v (kn__g_uses for one value, without
+ * allocating: the rules below check single-use as they rewrite). */
+static int value_uses(const kn_graph *g, int v) {
+    int uses = kn__g_is_output(g, v);
+    for (int i = 0; i < g->nnodes; i++)
+        for (int j = 0; !g->nodes[i].dead && j < g->nodes[i].nin; j++)
+            uses += g->nodes[i].in[j] == v;
+    return uses;
+}
+
+static int simplify_node(kn_graph *g, kn_gnode *n) {
     const kn_gval *out = &g->vals[n->out[0]];
     if (n->nout != 1 && !is_op(n, "batch_norm")) return -1;
     int a = n->nin > 0 ? n->in[0] : -1, b = n->nin > 1 ? n->in[1] : -1;
@@ -191,10 +201,7 @@ static int simplify_node(kn_graph *g, kn_gnode *n, const bool *written) {
         /* relu(conv2d(...)) whose conv output has no other reader: the conv applies it while
          * adding its bias (same formula, same bits), saving a pass over the activation */
         kn_gnode *cv = &g->nodes[g->vals[a].node];
-        int uses = kn__g_is_output(g, a);
-        for (int i = 0; i < g->nnodes; i++)
-            for (int j = 0; !g->nodes[i].dead && j < g->nodes[i].nin; j++)
-                uses += g->nodes[i].in[j] == a;
+        int uses = value_uses(g, a);
         if (!cv->dead && is_op(cv, "conv2d") && uses == 1 && !kn__attr_int(&cv->attrs, "relu", 0) &&
             kn_attrs_set_int(&cv->attrs, "relu", 1) == KN_OK)
             return a;
@@ -217,10 +224,7 @@ static int simplify_node(kn_graph *g, kn_gnode *n, const bool *written) {
         const kn_gval *va = &g->vals[a];
         if (va->kind == GV_NODE) {
             kn_gnode *mp = &g->nodes[va->node];
-            int uses = kn__g_is_output(g, a);
-            for (int i = 0; i < g->nnodes; i++)
-                for (int j = 0; !g->nodes[i].dead && j < g->nodes[i].nin; j++)
-                    uses += g->nodes[i].in[j] == a;
+            int uses = value_uses(g, a);
             if (!mp->dead && is_op(mp, "max_pool2d_backward") && mp->in[1] == n->in[1] &&
                 uses == 1 && !kn__attr_int(&mp->attrs, "relu_mask", 0) &&
                 kn_attrs_set_int(&mp->attrs, "relu_mask", 1) == KN_OK)
@@ -241,7 +245,7 @@ kn_status kn__g_simplify(kn_graph *g) {
     for (int i = 0; i < g->nnodes; i++) {
         kn_gnode *n = &g->nodes[i];
         if (n->dead || !n->op || pinned(n)) continue;
-        int r = reads_written(n, written) ? -1 : simplify_node(g, n, written);
+        int r = reads_written(n, written) ? -1 : simplify_node(g, n);
         if (r >= 0) {
             kn__g_replace(g, n->out[0], r);
             n->dead = true;

@@ -18,7 +18,7 @@
 
 #include "graph/graph_impl.h"
 
-enum { K_SKIP, K_VIEW, K_COPY, K_OP, K_GROUP };
+enum { K_OP, K_VIEW, K_COPY, K_GROUP };
 #define MAX_PLANS 8 /* plans kept per graph (one per batch size) */
 
 typedef struct pbuf {
@@ -43,6 +43,7 @@ struct kn_plan {
     pbuf *bufs;
     int nbufs;
     void **staging; /* per input: a buffer for callers' non-contiguous inputs */
+    int ninputs;
     void *arena;
     int64_t arena_bytes;
 };
@@ -53,7 +54,7 @@ static void plan_free(kn_plan *p) {
         kn_tensor_free(p->vt ? p->vt[v] : NULL);
     for (int i = 0; p->copy_src && i < p->nnodes; i++)
         kn_tensor_free(p->copy_src[i]);
-    for (int i = 0; p->staging && p->staging[i] != (void *)-1; i++)
+    for (int i = 0; p->staging && i < p->ninputs; i++)
         kn__aligned_free(p->staging[i]);
     kn__aligned_free(p->arena);
     kn__free(p->vt);
@@ -131,13 +132,13 @@ static kn_status build(kn_graph *g, kn_plan *p) {
     p->bufs = kn__calloc((size_t)nv + (size_t)nn, sizeof *p->bufs);
     p->ws_buf = kn__malloc(sizeof(int) * (size_t)(nn ? nn : 1));
     p->staging = kn__calloc((size_t)g->ninputs + 1, sizeof *p->staging);
+    p->ninputs = p->staging ? g->ninputs : 0;
     kn_status st = KN_OK;
     if (!sh || !nd || !last_use || !p->vt || !p->buf_of || !p->root || !p->kind || !p->attrs ||
         !p->copy_src || !p->bufs || !p->staging || !p->ws_buf) {
         st = kn_last_status();
         goto done;
     }
-    p->staging[g->ninputs] = (void *)-1;
     if ((st = kn__g_infer(g, p->batch, sh, nd))) goto done;
     for (int v = 0; v < nv; v++) {
         p->buf_of[v] = -1;
