@@ -130,6 +130,9 @@ void kn__copy_into(kn_tensor *dst, const kn_tensor *src);
 extern void (*kn__host_read_hook)(const kn_tensor *t, const char *what);
 /* Likewise for in-place writes by the public in-place functions (kn_add_, kn_fill_, ...). */
 extern void (*kn__host_write_hook)(const kn_tensor *t, const char *what);
+/* Reverses the byte order of n elements of esz bytes (2, 4 or 8; others untouched), in place:
+ * big-endian files (IDX, NPY '>') on this little-endian machine. */
+void kn__bswap(void *data, size_t n, size_t esz);
 /* Element conversions used by casts, printing and kn_item. */
 double kn__load_f64(kn_dtype dt, const void *p);
 void kn__store_f64(kn_dtype dt, void *p, double v);

@@ -117,3 +117,19 @@ void kn__store_f64(kn_dtype dt, void *p, double v) {
     default: break;
     }
 }
+
+void kn__bswap(void *data, size_t n, size_t esz) {
+    if (esz == 2) {
+        uint16_t *p = data;
+        for (size_t i = 0; i < n; i++)
+            p[i] = __builtin_bswap16(p[i]);
+    } else if (esz == 4) {
+        uint32_t *p = data;
+        for (size_t i = 0; i < n; i++)
+            p[i] = __builtin_bswap32(p[i]);
+    } else if (esz == 8) {
+        uint64_t *p = data;
+        for (size_t i = 0; i < n; i++)
+            p[i] = __builtin_bswap64(p[i]);
+    }
+}

@@ -110,22 +110,6 @@ static uint32_t be32(const unsigned char *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static void bswap_inplace(void *data, size_t n, size_t esz) {
-    if (esz == 4) {
-        uint32_t *p = data;
-        for (size_t i = 0; i < n; i++)
-            p[i] = __builtin_bswap32(p[i]);
-    } else if (esz == 8) {
-        uint64_t *p = data;
-        for (size_t i = 0; i < n; i++)
-            p[i] = __builtin_bswap64(p[i]);
-    } else if (esz == 2) {
-        uint16_t *p = data;
-        for (size_t i = 0; i < n; i++)
-            p[i] = __builtin_bswap16(p[i]);
-    }
-}
-
 static const char *shape_x(char *buf, size_t len, int ndim, const int64_t *shape) {
     size_t o = 0;
     buf[0] = 0;
@@ -291,7 +275,7 @@ kn_tensor *kn_idx_load(const char *path) {
     }
     if (fesz >= 4) {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        bswap_inplace(kn__ptr(t), count, fesz);
+        kn__bswap(kn__ptr(t), count, fesz);
 #endif
     }
     in_close(&in);

@@ -205,22 +205,6 @@ static kn_status map_descr(const char *path, const char *d, kn_dtype *dt, size_t
                    path, d);
 }
 
-static void bswap_buf(void *data, size_t n, size_t esz) {
-    if (esz == 2) {
-        uint16_t *p = data;
-        for (size_t i = 0; i < n; i++)
-            p[i] = __builtin_bswap16(p[i]);
-    } else if (esz == 4) {
-        uint32_t *p = data;
-        for (size_t i = 0; i < n; i++)
-            p[i] = __builtin_bswap32(p[i]);
-    } else if (esz == 8) {
-        uint64_t *p = data;
-        for (size_t i = 0; i < n; i++)
-            p[i] = __builtin_bswap64(p[i]);
-    }
-}
-
 static size_t read_full(FILE *f, void *buf, size_t n) {
     return n ? fread(buf, 1, n, f) : 0;
 }
@@ -346,7 +330,7 @@ kn_tensor *kn_npy_load(const char *path) {
         kn__err(KN_EFORMAT, "%s: NPY data truncated", path);
         goto fail;
     }
-    if (order != '|' && order != HOST_ORDER && fesz > 1) bswap_buf(dst, count, fesz);
+    if (order != '|' && order != HOST_ORDER && fesz > 1) kn__bswap(dst, count, fesz);
     if (widen == 4) {
         uint8_t *b = dst;
         for (size_t i = 0; i < count; i++)
