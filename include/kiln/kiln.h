@@ -9,4 +9,5 @@
 #include "kiln/data.h"
 #include "kiln/graph.h"
 #include "kiln/io.h"
+#include "kiln/onnx.h"
 #endif

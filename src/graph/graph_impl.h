@@ -108,6 +108,11 @@ const char *kn__g_node_name(const kn_gnode *n); /* op name or "fused" */
 kn_graph *kn__trace_outputs(kn_traced_fn fn, void *user, kn_tensor *const *inputs, int nin,
                             const kn_trace_opts *o, kn_tensor **outs, int *nouts);
 
+/* Pauses this thread's trace (ops run but are not recorded; returns the tracer, NULL when none)
+ * and resumes it. The ONNX importer computes constant shape arithmetic this way. */
+void *kn__trace_pause(void);
+void kn__trace_resume(void *tracer);
+
 /* ---- passes.c / fuse.c ---- */
 kn_status kn__g_dce(kn_graph *g);
 kn_status kn__g_cse(kn_graph *g);

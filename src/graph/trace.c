@@ -44,6 +44,16 @@ typedef struct tracer {
 
 static _Thread_local tracer *tl_tr;
 
+void *kn__trace_pause(void) {
+    tracer *t = tl_tr;
+    tl_tr = NULL;
+    return t;
+}
+
+void kn__trace_resume(void *t) {
+    tl_tr = t;
+}
+
 static size_t hash_ptr(const void *p) {
     uintptr_t x = (uintptr_t)p;
     x ^= x >> 33;

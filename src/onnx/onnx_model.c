@@ -633,13 +633,38 @@ kn_onnx_model *kn__onnx_model_parse(const void *data, size_t n) {
     return m;
 }
 
-void kn__onnx_model_free(kn_onnx_model *m) {
-    if (!m) return;
-    ar_blk *b = m->arena_;
+static void arena_free(ar_blk *b) {
     while (b) {
         ar_blk *next = b->next;
         kn__free(b);
         b = next;
     }
+}
+
+void kn__onnx_model_free(kn_onnx_model *m) {
+    if (!m) return;
+    arena_free(m->arena_);
     kn__free(m);
+}
+
+kn_onnx_tensor_file *kn__onnx_tensor_parse(const void *data, size_t n) {
+    if (!data && n) return kn__errp(KN_EINVAL, "onnx tensor: NULL data");
+    kn_onnx_tensor_file *f = kn__calloc(1, sizeof *f);
+    if (!f) return NULL;
+    ctx c = {NULL};
+    kn_status s = parse_tensor(&c, kn__pb_init(data, n), 0, &f->t);
+    f->arena_ = c.arena;
+    if (s) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", kn_last_error());
+        kn__onnx_tensor_file_free(f);
+        return kn__errp(s, "onnx tensor: %s", msg);
+    }
+    return f;
+}
+
+void kn__onnx_tensor_file_free(kn_onnx_tensor_file *f) {
+    if (!f) return;
+    arena_free(f->arena_);
+    kn__free(f);
 }

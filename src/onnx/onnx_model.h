@@ -172,6 +172,15 @@ kn_onnx_model *kn__onnx_model_parse(const void *data, size_t n);
 /* Frees the model and every array it owns; NULL is a no-op. */
 void kn__onnx_model_free(kn_onnx_model *m);
 
+/* A standalone TensorProto (the input_N.pb / output_N.pb files of ONNX's tests). */
+typedef struct kn_onnx_tensor_file {
+    kn_onnx_tensor t;
+    void *arena_; /* private */
+} kn_onnx_tensor_file;
+/* Parses one serialized TensorProto (zero-copy like kn__onnx_model_parse). NULL + error. */
+kn_onnx_tensor_file *kn__onnx_tensor_parse(const void *data, size_t n);
+void kn__onnx_tensor_file_free(kn_onnx_tensor_file *f); /* NULL is a no-op */
+
 /* Decodes t's typed field (typed_field 4, 5, 7, 10 or 11) into out[0, typed_count) as raw
  * 64-bit values: fixed32 bits (use kn__pb_f32), fixed64 bits (kn__pb_f64) or varint values
  * (kn__pb_int64 / kn__pb_int32). Cannot fail on a parsed tensor; KN_EINVAL for another field. */
