@@ -88,6 +88,9 @@ int kn__g_add_node(kn_graph *g, const kn_opdef *op, const int *in, int nin, cons
                    int nout);
 int kn__g_add_weight(kn_graph *g, const char *name, kn_tensor *t, bool constant);
 kn_graph *kn__g_clone(const kn_graph *g);
+/* Turns input k into a constant weight holding t (retained; same dtype and shape): it leaves the
+ * signature. Only before compiling. */
+kn_status kn__g_freeze_input(kn_graph *g, int k, kn_tensor *t);
 /* Replaces every use of value `from` (node inputs and graph outputs) by `to`. */
 void kn__g_replace(kn_graph *g, int from, int to);
 /* Drops dead nodes and values nobody references; renumbers. */

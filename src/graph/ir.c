@@ -65,6 +65,22 @@ int kn__g_add_weight(kn_graph *g, const char *name, kn_tensor *t, bool constant)
     return v;
 }
 
+kn_status kn__g_freeze_input(kn_graph *g, int k, kn_tensor *t) {
+    if (k < 0 || k >= g->ninputs || g->compiled)
+        return kn__err(KN_EMISUSE, "graph: cannot freeze input %d", k);
+    kn_gval *v = &g->vals[g->inputs[k]];
+    if (v->dtype != t->dtype || v->ndim != t->ndim ||
+        memcmp(v->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim))
+        return kn__err(KN_ESHAPE, "graph: frozen value of input '%s' has another shape", v->name);
+    v->kind = GV_WEIGHT;
+    v->data = kn_tensor_retain(t);
+    v->constant = true;
+    v->sym = 0;
+    memmove(g->inputs + k, g->inputs + k + 1, sizeof(int) * (size_t)(g->ninputs - k - 1));
+    g->ninputs--;
+    return KN_OK;
+}
+
 static char *dup_str(const char *s) {
     if (!s) return NULL;
     size_t n = strlen(s) + 1;

@@ -177,8 +177,9 @@ kn_tensor *kn__ox_scalar_like(const kn_tensor *x, double v) {
 /* ---- converter table ---- */
 
 const kn_ox_op *kn__ox_find(const char *op_type, size_t len, int64_t opset, bool *known) {
-    static const kn_ox_op *const tables[] = {kn__ox_ops_math, kn__ox_ops_nn, kn__ox_ops_shape,
-                                             kn__ox_ops_reduce};
+    static const kn_ox_op *const tables[] = {kn__ox_ops_math,   kn__ox_ops_nn,   kn__ox_ops_shape,
+                                             kn__ox_ops_reduce, kn__ox_ops_loss, kn__ox_ops_resize,
+                                             kn__ox_ops_rnn,    kn__ox_ops_misc};
     if (known) *known = false;
     for (size_t k = 0; k < sizeof tables / sizeof *tables; k++)
         for (const kn_ox_op *o = tables[k]; o->name; o++) {
@@ -249,10 +250,12 @@ kn_tensor *kn__ox_need(const kn_ox *x, int i) {
     return t;
 }
 
+static kn_status freeze_input(const kn_ox *x, int i);
+
 static int static_values(const kn_ox *x, int i, kn_dtype dt, void *out, int max) {
     kn_tensor *t = kn__ox_need(x, i);
     if (!t) return kn_last_status();
-    if (!x->in_static[i])
+    if (!x->in_static[i] && freeze_input(x, i) != KN_OK)
         return kn__err(KN_EUNSUPPORTED,
                        "input %d ('%.*s') is computed from the model's inputs at run time; kiln "
                        "needs it constant (an initializer, a Constant or shape arithmetic)",
@@ -292,9 +295,10 @@ typedef struct vslot {
     kn_onnx_str name;
     kn_tensor *t;
     bool is_static;
+    int input; /* index among the graph's inputs, or -1 */
 } vslot;
 
-typedef struct imp {
+typedef struct kn_ox_imp {
     const kn_onnx_model *m;
     const char *base_dir;
     int64_t opset;
@@ -305,7 +309,9 @@ typedef struct imp {
     const kn_onnx_value_info **inputs;
     kn_tensor **inits; /* one per initializer (owned) */
     kn_named_tensor *wnames;
-    char **names; /* NUL-terminated copies: input names, output names, initializer names */
+    char **names;    /* NUL-terminated copies: input names, output names, initializer names */
+    bool may_freeze; /* example inputs given: shape inputs may be frozen */
+    bool frozen[KN_OX_MAX_IO]; /* inputs frozen to their example values */
 } imp;
 
 static size_t hash_str(kn_onnx_str s) {
@@ -319,7 +325,7 @@ static vslot *tab_find(imp *im, kn_onnx_str name, bool insert) {
     if (!im->cap) return NULL;
     for (size_t i = hash_str(name) & (im->cap - 1);; i = (i + 1) & (im->cap - 1)) {
         vslot *s = &im->tab[i];
-        if (!s->name.p) return insert ? (s->name = name, s) : NULL;
+        if (!s->name.p) return insert ? (s->name = name, s->input = -1, s) : NULL;
         if (s->name.n == name.n && !memcmp(s->name.p, name.p, name.n)) return s;
     }
 }
@@ -406,6 +412,21 @@ static kn_status imp_init(imp *im, const kn_onnx_model *m, const char *base_dir)
     return KN_OK;
 }
 
+/* A graph input used as a shape / axes / pads: frozen to the example's value (see header). */
+static kn_status freeze_input(const kn_ox *x, int i) {
+    imp *im = x->imp;
+    vslot *s = tab_find(im, x->node->inputs[i], false);
+    if (!im->may_freeze || !s || s->input < 0) return KN_EUNSUPPORTED;
+    if (!im->frozen[s->input])
+        kn__log(2,
+                "onnx import: input '%.*s' is used as a shape or index argument: frozen to the "
+                "example's value",
+                (int)s->name.n, s->name.p);
+    im->frozen[s->input] = true;
+    s->is_static = true;
+    return KN_OK;
+}
+
 /* Runs one node: inputs from the table, converter, outputs into the table. */
 static kn_status run_node(imp *im, size_t idx) {
     const kn_onnx_node *nd = &im->m->graph.nodes[idx];
@@ -419,8 +440,11 @@ static kn_status run_node(imp *im, size_t idx) {
                        (long long)im->opset);
     if (nd->n_inputs > KN_OX_MAX_IO || nd->n_outputs > KN_OX_MAX_IO)
         return kn__err(KN_ELIMIT, "more than %d inputs or outputs", KN_OX_MAX_IO);
-    kn_ox x = {
-        .node = nd, .opset = im->opset, .nin = (int)nd->n_inputs, .nout = (int)nd->n_outputs};
+    kn_ox x = {.imp = im,
+               .node = nd,
+               .opset = im->opset,
+               .nin = (int)nd->n_inputs,
+               .nout = (int)nd->n_outputs};
     bool all_static = true;
     for (int i = 0; i < x.nin; i++) {
         if (!nd->inputs[i].n) continue;
@@ -473,7 +497,8 @@ static int run_graph(void *user, kn_tensor *const *in, int nin, kn_tensor **out,
     for (int i = 0; i < nin; i++) {
         vslot *s = tab_find(im, im->inputs[i]->name, true);
         s->t = in[i];
-        s->is_static = false;
+        s->is_static = im->frozen[i];
+        s->input = i;
     }
     for (size_t i = 0; i < g->n_nodes; i++) {
         const kn_onnx_node *nd = &g->nodes[i];
@@ -549,7 +574,12 @@ static kn_graph *trace_model(imp *im, kn_tensor *const *ex, bool static_batch) {
                         .weights = im->wnames,
                         .nweights = (int)g->n_initializers,
                         .static_batch = static_batch};
-    return kn_trace(run_graph, im, ex, im->nin, &to);
+    memset(im->frozen, 0, sizeof im->frozen);
+    kn_graph *gr = kn_trace(run_graph, im, ex, im->nin, &to);
+    /* frozen inputs become constants (last first: indices shift) */
+    for (int i = im->nin - 1; gr && i >= 0; i--)
+        if (im->frozen[i] && kn__g_freeze_input(gr, i, ex[i])) kn_graph_free(gr), gr = NULL;
+    return gr;
 }
 
 kn_graph *kn_onnx_import_mem(const void *data, size_t n, const char *base_dir,
@@ -565,6 +595,7 @@ kn_graph *kn_onnx_import_mem(const void *data, size_t n, const char *base_dir,
     if (!st && im.nin > KN_OX_MAX_IO)
         st = kn__err(KN_ELIMIT, "model: %d inputs, at most %d", im.nin, KN_OX_MAX_IO);
     if (!st) st = make_examples(&im, o, 2, ex, &sym);
+    im.may_freeze = !st && o && o->example && o->nexample >= im.nin;
     if (!st) {
         bool want_sym = sym && !(o && o->static_batch);
         gr = trace_model(&im, ex, !want_sym);

@@ -29,6 +29,7 @@
 #define KN_OX_MAX_IO 64
 
 typedef struct kn_ox {
+    struct kn_ox_imp *imp; /* the importer (private) */
     const kn_onnx_node *node;
     int64_t opset; /* of the ai.onnx domain */
     int nin;       /* inputs named by the node (absent optional ones are NULL below) */
@@ -54,6 +55,10 @@ extern const kn_ox_op kn__ox_ops_math[];
 extern const kn_ox_op kn__ox_ops_nn[];
 extern const kn_ox_op kn__ox_ops_shape[];
 extern const kn_ox_op kn__ox_ops_reduce[];
+extern const kn_ox_op kn__ox_ops_loss[];
+extern const kn_ox_op kn__ox_ops_resize[];
+extern const kn_ox_op kn__ox_ops_rnn[];
+extern const kn_ox_op kn__ox_ops_misc[];
 
 /* The converter for op_type at this opset: NULL when unknown; *known (may be NULL) is set when
  * the op exists but not at this opset. */
@@ -76,7 +81,9 @@ kn_tensor *kn__ox_in(const kn_ox *x, int i);
 /* Input i that must be present: NULL with an error naming the input otherwise. */
 kn_tensor *kn__ox_need(const kn_ox *x, int i);
 /* The values of static input i as int64 (any numeric dtype, truncating), at most max of them;
- * returns the count or a negative status (not static: KN_EUNSUPPORTED naming the input). */
+ * returns the count or a negative status (not static: KN_EUNSUPPORTED naming the input). A graph
+ * input read this way while importing with example inputs is frozen to the example's value: it
+ * becomes a constant of the graph and leaves the signature (logged). */
 int kn__ox_in_ints(const kn_ox *x, int i, int64_t *out, int max);
 /* Same as doubles. */
 int kn__ox_in_doubles(const kn_ox *x, int i, double *out, int max);

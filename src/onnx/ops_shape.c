@@ -469,14 +469,13 @@ static kn_status eye_like(kn_ox *x) {
         dt = (kn_dtype)d;
     }
     int64_t n = kn_tensor_shape(a)[0], m = kn_tensor_shape(a)[1], k = kn__ox_int(x, "k", 0);
-    kn_tensor *e = kn_zeros(dt, 2, kn_tensor_shape(a));
-    if (!e) return kn_last_status();
-    kn_tensor *f = kn_cast(e, KN_F64);
-    double *p = f ? kn_tensor_data(f) : NULL;
-    if (!p) return kn_last_status();
+    double *p = kn__calloc((size_t)(n * m) + 1, sizeof(double));
+    if (!p) return KN_ENOMEM;
     for (int64_t i = 0; i < n; i++)
         if (i + k >= 0 && i + k < m) p[i * m + i + k] = 1;
-    return kn__ox_set(x, 0, kn_cast(f, dt));
+    kn_tensor *e = kn_from_data(KN_F64, 2, kn_tensor_shape(a), p);
+    kn__free(p);
+    return kn__ox_set(x, 0, e ? kn_cast(e, dt) : NULL);
 }
 
 const kn_ox_op kn__ox_ops_shape[] = {
@@ -502,6 +501,6 @@ const kn_ox_op kn__ox_ops_shape[] = {
     {"Trilu", trilu, 14, 0, false},
     {"DepthToSpace", depth_space, 1, 0, false},
     {"SpaceToDepth", depth_space, 1, 0, false},
-    {"EyeLike", eye_like, 9, 0, false},
+    {"EyeLike", eye_like, 9, 0, true},
     {NULL, NULL, 0, 0, false},
 };
