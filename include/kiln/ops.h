@@ -96,6 +96,16 @@ kn_tensor *kn_floor(kn_tensor *x); /* floor/ceil/round: no gradient (round half 
 kn_tensor *kn_ceil(kn_tensor *x);
 kn_tensor *kn_round(kn_tensor *x);
 kn_tensor *kn_logical_not(kn_tensor *x); /* any dtype -> bool */
+/* trigonometric and hyperbolic: NaN outside the domain (like libm) */
+kn_tensor *kn_tan(kn_tensor *x);
+kn_tensor *kn_asin(kn_tensor *x);
+kn_tensor *kn_acos(kn_tensor *x);
+kn_tensor *kn_atan(kn_tensor *x);
+kn_tensor *kn_sinh(kn_tensor *x);
+kn_tensor *kn_cosh(kn_tensor *x);
+kn_tensor *kn_asinh(kn_tensor *x);
+kn_tensor *kn_acosh(kn_tensor *x);
+kn_tensor *kn_atanh(kn_tensor *x);
 
 /* ---- elementwise binary (broadcasting) ---- */
 kn_tensor *kn_add(kn_tensor *a, kn_tensor *b);

@@ -2,7 +2,9 @@
  * main.c - the `kiln` command line: --version, --help, `kiln ops` (the op registry,
  * docs/ops.md is generated from it), `kiln cpu`, and the graph file commands `kiln info`
  * (a graph file's signatures, weights, ops and plan, or a checkpoint's tensors), `kiln run`
- * (a graph on .npy inputs, outputs to .npy files) and `kiln bench` (latency and throughput).
+ * (a graph on .npy inputs, outputs to .npy files) and `kiln bench` (latency and throughput),
+ * which also take .onnx models, and the ONNX commands `kiln check` (unsupported ops, before
+ * anything runs) and `kiln import` (.onnx -> .kiln).
  * The CLI is the only place in kiln that calls exit(). Exit status: 0 ok, 1 the command failed
  * (message on stderr), 2 bad usage.
  */
@@ -28,11 +30,17 @@ static void usage(FILE *f) {
             "                     a graph file: signatures, parameters, op histogram, arena\n"
             "                     (--plan: passes and schedule for batch N); a checkpoint or\n"
             "                     weights file: its tensors and metadata keys\n"
+            "  check MODEL.onnx   list every op, opset and dtype of an ONNX model kiln does\n"
+            "                     not support (with counts), then try the import; exit 1 if any\n"
+            "  import MODEL.onnx -o FILE.kiln\n"
+            "                     import an ONNX model into a kiln graph file (dim 0 stays\n"
+            "                     symbolic when the model's is)\n"
             "  run FILE -i x.npy [-i name=file.npy ...] -o OUTDIR\n"
-            "                     run a graph file on .npy inputs (positional in input order, or\n"
-            "                     by name); writes OUTDIR/<output name>.npy\n"
+            "                     run a graph file or .onnx model on .npy inputs (positional in\n"
+            "                     input order, or by name); writes OUTDIR/<output name>.npy\n"
             "  bench FILE [--batch N] [--iters N] [--warmup N] [--threads N]\n"
-            "                     time a graph file on random inputs (defaults: batch 1, 100\n"
+            "                     time a graph file or .onnx model on random inputs (defaults: "
+            "batch 1, 100\n"
             "                     iters, 10 warmup): latency percentiles, samples/s, arena\n"
             "  --version          print the version\n"
             "  --help             this text\n");
@@ -126,15 +134,26 @@ static int info_tensors(kn_file *f, const char *path) {
     return 0;
 }
 
-/* A model file's graph, compiled for inference: its weights are constants (folding and
- * conv+batchnorm folding apply, like torch.jit.freeze). */
-static kn_graph *load_frozen(const char *path) {
-    kn_graph *g = kn_graph_load(path);
+static bool is_onnx(const char *path) {
+    size_t n = strlen(path);
+    return n > 5 && !strcmp(path + n - 5, ".onnx");
+}
+
+/* A model file's graph (a .kiln graph file, or a .onnx model imported; ex: example inputs for
+ * an ONNX model whose shapes are not all known), compiled for inference: its weights are
+ * constants (folding and conv+batchnorm folding apply, like torch.jit.freeze). */
+static kn_graph *load_frozen_ex(const char *path, kn_tensor *const *ex, int nex) {
+    kn_onnx_opts o = {.example = ex, .nexample = nex};
+    kn_graph *g = is_onnx(path) ? kn_onnx_import(path, ex ? &o : NULL) : kn_graph_load(path);
     if (g && kn_graph_compile(g, &(kn_compile_opts){.freeze = true}) != KN_OK) {
         kn_graph_free(g);
         return NULL;
     }
     return g;
+}
+
+static kn_graph *load_frozen(const char *path) {
+    return load_frozen_ex(path, NULL, 0);
 }
 
 static int cmd_info(int argc, char **argv) {
@@ -234,7 +253,26 @@ static int cmd_run(int argc, char **argv) {
     }
     if (!path) return usage_err("run", "%s", "no FILE given");
     if (!outdir) return usage_err("run", "%s", "no output directory given (-o OUTDIR)");
-    kn_graph *g = load_frozen(path);
+    kn_graph *g = NULL;
+    if (is_onnx(path) && nargs > 0) {
+        /* an ONNX model is imported at the shapes of the inputs given (positional ones) */
+        kn_tensor *ex[CLI_MAX_IO] = {0};
+        int nex = 0;
+        while (nex < nargs && !strchr(args[nex], '=')) {
+            if (!(ex[nex] = kn_npy_load(args[nex]))) {
+                fprintf(stderr, "kiln run: input %d: %s\n", nex, kn_last_error());
+                for (int i = 0; i < nex; i++)
+                    kn_tensor_free(ex[i]);
+                return 1;
+            }
+            nex++;
+        }
+        g = load_frozen_ex(path, nex ? ex : NULL, nex);
+        for (int i = 0; i < nex; i++)
+            kn_tensor_free(ex[i]);
+    } else {
+        g = load_frozen(path);
+    }
     if (!g) return failed("run");
     int rc = 1, nin = kn_graph_num_inputs(g), nout = kn_graph_num_outputs(g);
     const char *given[CLI_MAX_IO] = {0};
@@ -324,6 +362,60 @@ done:
     kn_scope_end(sc);
     kn_graph_free(g);
     return rc;
+}
+
+static int cmd_check(int argc, char **argv) {
+    if (argc != 3 || argv[2][0] == '-')
+        return usage_err("check", "%s", "usage: kiln check MODEL.onnx");
+    int n = kn_onnx_check(argv[2], stdout);
+    if (n < 0) return failed("check");
+    if (n > 0) return 1;
+    kn_graph *g = kn_onnx_import(argv[2], NULL);
+    if (!g) {
+        printf("import: %s\n", kn_last_error());
+        return 1;
+    }
+    kn_graph_stats gs;
+    kn_graph_stats_get(g, &gs);
+    printf("import: ok, %d kiln ops, %d weights (%lld parameters), %d input%s, %d output%s\n",
+           gs.traced_nodes, gs.weights, (long long)gs.weight_params, kn_graph_num_inputs(g),
+           kn_graph_num_inputs(g) == 1 ? "" : "s", kn_graph_num_outputs(g),
+           kn_graph_num_outputs(g) == 1 ? "" : "s");
+    kn_graph_free(g);
+    return 0;
+}
+
+static int cmd_import(int argc, char **argv) {
+    const char *path = NULL, *out = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "-o")) {
+            if (!(out = opt_arg(argc, argv, &i)))
+                return usage_err("import", "%s", "-o needs a file");
+        } else if (argv[i][0] == '-' || path) {
+            return usage_err("import", "unexpected argument '%s'", argv[i]);
+        } else {
+            path = argv[i];
+        }
+    }
+    if (!path || !out)
+        return usage_err("import", "%s", "usage: kiln import MODEL.onnx -o FILE.kiln");
+    kn_graph *g = kn_onnx_import(path, NULL);
+    if (!g) return failed("import");
+    kn_status st = kn_graph_save(g, out);
+    if (st == KN_OK) {
+        kn_graph_sig s;
+        printf("%s: ", out);
+        for (int i = 0; i < kn_graph_num_inputs(g); i++) {
+            kn_graph_input(g, i, &s);
+            printf("%s%s (", i ? ", " : "", s.name);
+            print_shape(stdout, &s);
+            printf(")");
+        }
+        printf(" -> %d output%s\n", kn_graph_num_outputs(g),
+               kn_graph_num_outputs(g) == 1 ? "" : "s");
+    }
+    kn_graph_free(g);
+    return st == KN_OK ? 0 : failed("import");
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -460,6 +552,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "ops")) return cmd_ops(argc, argv);
     if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
     if (!strcmp(cmd, "run")) return cmd_run(argc, argv);
+    if (!strcmp(cmd, "check")) return cmd_check(argc, argv);
+    if (!strcmp(cmd, "import")) return cmd_import(argc, argv);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
     if (!strcmp(cmd, "cpu")) {
         printf("cpu features: %s\nthreads: %d\nblas: %s\n", kn_cpu_features(), kn_get_num_threads(),

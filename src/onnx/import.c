@@ -119,7 +119,7 @@ kn_tensor *kn__ox_tensor(const kn_onnx_tensor *t, const char *base_dir) {
         snprintf(msg, sizeof msg, "%s", kn_last_error());
         return kn__errp(kn_last_status(), "tensor '%.*s': %s", (int)t->name.n, t->name.p, msg);
     }
-    kn_tensor *r = kn_empty((kn_dtype)dt, t->ndims, t->dims);
+    kn_tensor *r = kn__tensor_alloc((kn_dtype)dt, t->ndims, t->dims); /* ours until done */
     if (!r) return NULL;
     char *dst = kn_tensor_data(r);
     kn_status st = KN_OK;
@@ -167,7 +167,7 @@ kn_tensor *kn__ox_tensor(const kn_onnx_tensor *t, const char *base_dir) {
         kn_tensor_free(r);
         return NULL;
     }
-    return r;
+    return kn__scope_adopt(r);
 }
 
 kn_tensor *kn__ox_scalar_like(const kn_tensor *x, double v) {
@@ -340,10 +340,7 @@ static char *dup_str(kn_onnx_str s) {
 }
 
 static void imp_free(imp *im) {
-    if (im->inits)
-        for (size_t i = 0; i < im->m->graph.n_initializers; i++)
-            kn_tensor_free(im->inits[i]);
-    kn__free(im->inits);
+    kn__free(im->inits); /* the tensors belong to the import's scope */
     kn__free(im->wnames);
     kn__free(im->tab);
     kn__free(im->inputs);
@@ -528,7 +525,7 @@ static kn_status make_examples(imp *im, const kn_onnx_opts *o, int64_t batch, kn
     for (int i = 0; i < im->nin; i++) {
         const kn_onnx_value_info *vi = im->inputs[i];
         if (o && o->example && i < o->nexample && o->example[i]) {
-            ex[i] = kn_tensor_retain(o->example[i]);
+            ex[i] = o->example[i];
             *sym = false;
             continue;
         }
@@ -591,6 +588,7 @@ kn_graph *kn_onnx_import_mem(const void *data, size_t n, const char *base_dir,
     kn_tensor *ex[KN_OX_MAX_IO] = {0};
     bool sym = false;
     bool grad = kn_set_grad_enabled(false);
+    kn_scope sc = kn_scope_begin(); /* initializers, examples and temporaries */
     kn_status st = imp_init(&im, m, base_dir);
     if (!st && im.nin > KN_OX_MAX_IO)
         st = kn__err(KN_ELIMIT, "model: %d inputs, at most %d", im.nin, KN_OX_MAX_IO);
@@ -604,8 +602,6 @@ kn_graph *kn_onnx_import_mem(const void *data, size_t n, const char *base_dir,
             kn_tensor *fresh[KN_OX_MAX_IO] = {0};
             kn_status cst = make_examples(&im, o, 3, fresh, &sym);
             if (!cst) cst = kn_trace_check(gr, run_graph, &im, fresh, im.nin);
-            for (int i = 0; i < im.nin; i++)
-                kn_tensor_free(fresh[i]);
             if (cst) {
                 kn__log(2,
                         "onnx import: the batch dimension cannot stay symbolic (%s); "
@@ -620,13 +616,12 @@ kn_graph *kn_onnx_import_mem(const void *data, size_t n, const char *base_dir,
             gr = trace_model(&im, ex, true);
         }
     }
-    for (int i = 0; i < KN_OX_MAX_IO; i++)
-        kn_tensor_free(ex[i]);
     if (st) kn_graph_free(gr), gr = NULL;
     char msg[800] = "";
     if (!gr) snprintf(msg, sizeof msg, "%s", kn_last_error());
     kn_status err = kn_last_status();
     imp_free(&im);
+    kn_scope_end(sc);
     kn__onnx_model_free(m);
     kn_set_grad_enabled(grad);
     if (!gr) return kn__errp(err ? err : KN_EINTERNAL, "onnx import: %s", msg);

@@ -1,0 +1,338 @@
+/*
+ * test_onnx_import.c - ONNX import (src/onnx/import.c and the converters): PyTorch-exported models
+ * (tools/gen_onnx_models.py) against PyTorch's outputs at two batch sizes from one imported
+ * graph, save/load of an imported graph, per-opset semantics, shape inputs frozen from examples,
+ * external data (and its path rules), kn_onnx_check's report, and hostile files (truncation at
+ * many points, byte mutations): an error naming the problem, never a crash.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kiln/kiln.h"
+#include "kn_test.h"
+#include "kt_pb.h"
+
+static const char *src_dir(void) {
+    const char *d = getenv("KILN_SOURCE_DIR");
+    return d ? d : ".";
+}
+
+static kn_tensor *load_npy(const char *model, const char *what, int b) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/tests/data/onnx/%s.%s.b%d.npy", src_dir(), model, what, b);
+    return kn_npy_load(p);
+}
+
+static kn_tensor *run1(kn_graph *g, kn_tensor *x) {
+    kn_tensor *out[4] = {0};
+    int n = kn_graph_run(g, &x, 1, out, 4);
+    return n == 1 ? out[0] : NULL;
+}
+
+/* PyTorch-exported models: one import serves batch 2 and 5 (symbolic batch where the model
+ * allows it), frozen compile, outputs within float rounding of PyTorch's */
+static void check_torch_model(const char *name, bool expect_symbolic) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/data/onnx/%s.onnx", src_dir(), name);
+    kn_graph *g = kn_onnx_import(path, NULL);
+    KT_NOTNULL(g);
+    if (!g) return;
+    kn_graph_sig s;
+    KT_OK(kn_graph_input(g, 0, &s));
+    KT_EQ_INT(expect_symbolic ? -1 : 2, s.shape[0]);
+    KT_OK(kn_graph_compile(g, &(kn_compile_opts){.freeze = true}));
+    kn_scope sc = kn_scope_begin();
+    for (int b = 2; b <= 5; b += 3) {
+        if (!expect_symbolic && b != 2) continue;
+        kn_tensor *x = load_npy(name, "in", b), *e = load_npy(name, "out", b);
+        KT_NOTNULL(x);
+        KT_NOTNULL(e);
+        KT_CLOSE(run1(g, x), e, 1e-5, 1e-4);
+    }
+    kn_scope_end(sc);
+    kn_graph_free(g);
+    if (expect_symbolic) return;
+    /* a model that bakes the batch into its shape arithmetic: import at the input's shape */
+    sc = kn_scope_begin();
+    kn_tensor *x = load_npy(name, "in", 5), *e = load_npy(name, "out", 5);
+    kn_onnx_opts o = {.example = &x, .nexample = 1};
+    g = kn_onnx_import(path, &o);
+    KT_NOTNULL(g);
+    if (g) KT_CLOSE(run1(g, x), e, 1e-5, 1e-4);
+    kn_scope_end(sc);
+    kn_graph_free(g);
+}
+
+static void test_torch_mlp(void) {
+    check_torch_model("mlp", true);
+}
+
+static void test_torch_cnn_bn(void) {
+    check_torch_model("cnn_bn", true);
+}
+
+static void test_torch_encoder(void) {
+    check_torch_model("encoder", false);
+}
+
+/* an imported graph saved as .kiln and loaded back gives the same outputs */
+static void test_save_load(void) {
+    char path[1024], out[256];
+    snprintf(path, sizeof path, "%s/tests/data/onnx/cnn_bn.onnx", src_dir());
+    snprintf(out, sizeof out, "/tmp/kiln_test_onnx_%d.kiln", (int)getpid());
+    kn_graph *g = kn_onnx_import(path, NULL);
+    KT_NOTNULL(g);
+    if (!g) return;
+    KT_OK(kn_graph_save(g, out));
+    kn_graph *h = kn_graph_load(out);
+    KT_NOTNULL(h);
+    kn_scope sc = kn_scope_begin();
+    kn_tensor *x = load_npy("cnn_bn", "in", 5);
+    if (h) KT_CLOSE(run1(h, x), run1(g, x), 0, 0);
+    kn_scope_end(sc);
+    kn_graph_free(g);
+    kn_graph_free(h);
+    unlink(out);
+}
+
+/* ---- hand-built models ---- */
+
+static void value_info(enc *out, uint32_t num, const char *name, int elem, int nd,
+                       const int64_t *dims) {
+    enc shape = {0}, tt = {0}, type = {0}, vi = {0};
+    for (int i = 0; i < nd; i++) {
+        enc d = {0};
+        if (dims[i] >= 0)
+            put_int(&d, 1, dims[i]);
+        else
+            put_str(&d, 2, "N");
+        put_msg(&shape, 1, &d);
+    }
+    put_int(&tt, 1, elem);
+    put_msg(&tt, 2, &shape);
+    put_msg(&type, 1, &tt);
+    put_str(&vi, 1, name);
+    put_msg(&vi, 2, &type);
+    put_msg(out, num, &vi);
+}
+
+static void model_of(enc *m, const enc *graph, int opset) {
+    enc op = {0};
+    put_str(&op, 1, "");
+    put_int(&op, 2, opset);
+    put_int(m, 1, 8);
+    put_msg(m, 8, &op);
+    put_msg(m, 7, graph);
+}
+
+static void node(enc *g, const char *op, const char *in0, const char *in1, const char *out,
+                 const enc *attr) {
+    enc n = {0};
+    put_str(&n, 1, in0);
+    if (in1) put_str(&n, 1, in1);
+    put_str(&n, 2, out);
+    put_str(&n, 4, op);
+    if (attr) put_msg(&n, 5, attr);
+    put_msg(g, 1, &n);
+}
+
+static kn_tensor *import_run(const enc *m, kn_tensor *x) {
+    kn_onnx_opts o = {.example = &x, .nexample = 1};
+    kn_graph *g = kn_onnx_import_mem(m->b, m->n, NULL, &o);
+    if (!g) return NULL;
+    kn_tensor *y = run1(g, x);
+    kn_graph_free(g);
+    return y;
+}
+
+/* Softmax: before opset 13 the input is coerced to 2-D at axis (default 1); from 13 the
+ * softmax runs along axis (default -1) only */
+static void test_softmax_opsets(void) {
+    kn_scope sc = kn_scope_begin();
+    int64_t d[3] = {2, 3, 4};
+    kn_manual_seed(3);
+    kn_tensor *x = kn_randn(KN_F32, 3, d);
+    for (int opset = 11; opset <= 13; opset += 2) {
+        enc g = {0}, m = {0};
+        node(&g, "Softmax", "x", NULL, "y", NULL);
+        value_info(&g, 11, "x", 1, 3, d);
+        value_info(&g, 12, "y", 1, 3, d);
+        model_of(&m, &g, opset);
+        kn_tensor *y = import_run(&m, x);
+        KT_NOTNULL(y);
+        int64_t s2[2] = {2, 12};
+        kn_tensor *e =
+            opset == 13 ? kn_softmax(x, 2) : kn_reshape(kn_softmax(kn_reshape(x, 2, s2), 1), 3, d);
+        KT_CLOSE(y, e, 0, 0);
+    }
+    kn_scope_end(sc);
+}
+
+/* Reshape's shape from a graph input: frozen to the example's value (the graph keeps only the
+ * data input); without examples it is an error naming the input */
+static void test_shape_input_frozen(void) {
+    kn_scope sc = kn_scope_begin();
+    enc g = {0}, m = {0};
+    int64_t dx[2] = {2, 6}, ds[1] = {2}, dy[2] = {3, 4};
+    node(&g, "Reshape", "x", "shape", "y", NULL);
+    value_info(&g, 11, "x", 1, 2, dx);
+    value_info(&g, 11, "shape", 7, 1, ds);
+    value_info(&g, 12, "y", 1, 2, dy);
+    model_of(&m, &g, 13);
+    kn_tensor *x = kn_arange(0, 12, 1, KN_F32);
+    x = kn_reshape(x, 2, dx);
+    int64_t sv[2] = {3, 4};
+    kn_tensor *shape = kn_from_data(KN_I64, 1, ds, sv);
+    kn_tensor *ex[2] = {x, shape};
+    kn_onnx_opts o = {.example = ex, .nexample = 2};
+    kn_graph *gr = kn_onnx_import_mem(m.b, m.n, NULL, &o);
+    KT_NOTNULL(gr);
+    if (gr) {
+        KT_EQ_INT(1, kn_graph_num_inputs(gr));
+        KT_CLOSE(run1(gr, x), kn_reshape(x, 2, dy), 0, 0);
+    }
+    kn_graph_free(gr);
+    KT_ERR(KN_EUNSUPPORTED, kn_onnx_import_mem(m.b, m.n, NULL, NULL), "input 1 ('shape')");
+    kn_scope_end(sc);
+}
+
+/* a model with one initializer W (2x2 float) as external data in `loc` */
+static void external_model(enc *m, const char *loc, int64_t length) {
+    enc g = {0}, t = {0}, kv1 = {0}, kv2 = {0};
+    put_int(&t, 1, 2);
+    put_int(&t, 1, 2);
+    put_int(&t, 2, 1);
+    put_str(&t, 8, "W");
+    put_str(&kv1, 1, "location");
+    put_str(&kv1, 2, loc);
+    put_msg(&t, 13, &kv1);
+    if (length >= 0) {
+        char b[32];
+        snprintf(b, sizeof b, "%lld", (long long)length);
+        put_str(&kv2, 1, "length");
+        put_str(&kv2, 2, b);
+        put_msg(&t, 13, &kv2);
+    }
+    put_int(&t, 14, 1); /* EXTERNAL */
+    put_msg(&g, 5, &t);
+    int64_t d[2] = {2, 2};
+    node(&g, "MatMul", "x", "W", "y", NULL);
+    value_info(&g, 11, "x", 1, 2, d);
+    value_info(&g, 12, "y", 1, 2, d);
+    model_of(m, &g, 13);
+}
+
+static void test_external_data(void) {
+    char dir[] = "/tmp/kiln_onnx_ext_XXXXXX";
+    KT_TRUE(mkdtemp(dir) != NULL);
+    char p[256];
+    snprintf(p, sizeof p, "%s/w.bin", dir);
+    FILE *f = fopen(p, "wb");
+    float w[4] = {1, 2, 3, 4};
+    fwrite(w, 4, 4, f);
+    fclose(f);
+    kn_scope sc = kn_scope_begin();
+    int64_t d[2] = {2, 2};
+    kn_tensor *x = kn_ones(KN_F32, 2, d);
+    kn_onnx_opts o = {.example = &x, .nexample = 1};
+    enc m = {0};
+    external_model(&m, "w.bin", 16);
+    kn_graph *g = kn_onnx_import_mem(m.b, m.n, dir, &o);
+    KT_NOTNULL(g);
+    if (g) KT_CLOSE(run1(g, x), kn_matmul(x, kn_from_data(KN_F32, 2, d, w)), 0, 0);
+    kn_graph_free(g);
+    enc bad1 = {0}, bad2 = {0}, bad3 = {0};
+    external_model(&bad1, "../w.bin", -1);
+    KT_ERR(KN_EFORMAT, kn_onnx_import_mem(bad1.b, bad1.n, dir, &o), "relative path");
+    external_model(&bad2, "w.bin", 12);
+    KT_ERR(KN_EFORMAT, kn_onnx_import_mem(bad2.b, bad2.n, dir, &o), "do not fit");
+    f = fopen(p, "wb");
+    fwrite(w, 4, 3, f); /* 12 bytes: too short */
+    fclose(f);
+    external_model(&bad3, "w.bin", -1);
+    KT_ERR(KN_EFORMAT, kn_onnx_import_mem(bad3.b, bad3.n, dir, &o), "shorter");
+    kn_scope_end(sc);
+    unlink(p);
+    rmdir(dir);
+}
+
+static void test_check_report(void) {
+    enc g = {0}, m = {0};
+    int64_t d[2] = {2, 2};
+    node(&g, "Relu", "x", NULL, "a", NULL);
+    node(&g, "FooBar", "a", NULL, "b", NULL);
+    node(&g, "FooBar", "b", NULL, "c", NULL);
+    node(&g, "Resize9000", "c", NULL, "y", NULL);
+    value_info(&g, 11, "x", 1, 2, d);
+    value_info(&g, 12, "y", 1, 2, d);
+    model_of(&m, &g, 13);
+    char buf[2048] = "";
+    FILE *f = fmemopen(buf, sizeof buf - 1, "w");
+    KT_EQ_INT(2, kn_onnx_check_mem(m.b, m.n, f));
+    fclose(f);
+    KT_TRUE(strstr(buf, "op FooBar (x2)") != NULL);
+    KT_TRUE(strstr(buf, "op Resize9000 (x1)") != NULL);
+    KT_TRUE(strstr(buf, "Relu") == NULL);
+    /* and the import names the first unsupported node */
+    KT_ERR(KN_EUNSUPPORTED, kn_onnx_import_mem(m.b, m.n, NULL, NULL), "node 1 (FooBar)");
+}
+
+/* hostile files: every prefix of a small real model at a stride, and byte mutations */
+static void test_hostile(void) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/data/onnx/encoder.onnx", src_dir());
+    FILE *f = fopen(path, "rb");
+    KT_TRUE(f != NULL);
+    if (!f) return;
+    static unsigned char buf[1 << 17], mut[1 << 17];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    int ok = 0, err = 0;
+    for (size_t k = 0; k < n; k += 97) {
+        kn_graph *g = kn_onnx_import_mem(buf, k, NULL, NULL);
+        if (g) {
+            ok++;
+        } else {
+            err++;
+            KT_TRUE(kn_last_error()[0] != 0);
+        }
+        kn_graph_free(g);
+    }
+    uint64_t r = 12345;
+    for (int i = 0; i < 600; i++) {
+        memcpy(mut, buf, n);
+        r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+        size_t at = (size_t)(r >> 33) % n;
+        mut[at] = (unsigned char)(mut[at] + 1 + (r >> 20) % 255);
+        kn_clear_error();
+        kn_graph *g = kn_onnx_import_mem(mut, n, NULL, NULL);
+        if (g) {
+            ok++;
+        } else {
+            err++;
+            KT_TRUE(kn_last_error()[0] != 0);
+        }
+        kn_graph_free(g);
+        int c = kn_onnx_check_mem(mut, n, NULL);
+        KT_TRUE(c >= 0 || kn_last_error()[0] != 0);
+    }
+    KT_TRUE(err > 0);
+    printf("  hostile: %d imported, %d refused with a message\n", ok, err);
+}
+
+int main(void) {
+    kn_set_log(NULL, NULL);
+    KT_RUN(test_torch_mlp);
+    KT_RUN(test_torch_cnn_bn);
+    KT_RUN(test_torch_encoder);
+    KT_RUN(test_save_load);
+    KT_RUN(test_softmax_opsets);
+    KT_RUN(test_shape_input_frozen);
+    KT_RUN(test_external_data);
+    KT_RUN(test_check_report);
+    KT_RUN(test_hostile);
+    return kt_finish();
+}
