@@ -104,6 +104,15 @@ static kn_status thresholded_relu(kn_ox *x) {
 static kn_status prelu(kn_ox *x) {
     kn_tensor *a = kn__ox_need(x, 0), *s = kn__ox_need(x, 1);
     if (!a || !s) return kn_last_status();
+    int r = kn_tensor_ndim(a);
+    if (x->opset < 7 && kn_tensor_ndim(s) == 1 && r >= 3 &&
+        kn_tensor_numel(s) == kn_tensor_shape(a)[1]) {
+        /* before opset 7 a 1-D slope is per channel (dim 1) */
+        int64_t cs[KN_MAX_DIMS];
+        for (int i = 0; i < r - 1; i++)
+            cs[i] = i == 0 ? kn_tensor_numel(s) : 1;
+        s = kn_reshape(s, r - 1, cs);
+    }
     kn_tensor *zero = kn__ox_scalar_like(a, 0);
     return kn__ox_set(x, 0, kn_where(kn_lt(a, zero), kn_mul(a, s), a));
 }

@@ -18,8 +18,8 @@
 /* ---- spatial attributes ---- */
 
 typedef struct spatial {
-    int nd; /* spatial dims: 1 or 2 */
-    int64_t k[2], s[2], d[2], pb[2], pe[2];
+    int nd; /* spatial dims: 1, 2 or 3 */
+    int64_t k[3], s[3], d[3], pb[3], pe[3];
 } spatial;
 
 /* Reads kernel (from kshape when the attribute is absent), strides, dilations, pads and (when
@@ -98,13 +98,144 @@ static kn_tensor *pad_hw(kn_tensor *x, const spatial *sp, double value) {
     return kn_pad(x, p, 4, KN_PAD_CONSTANT, value);
 }
 
-/* rank of spatial dims of input 0 (1 or 2), or an error naming the rank */
+/* rank of spatial dims of input 0 (1, 2 or 3), or an error naming the rank */
 static int spatial_rank(const kn_tensor *t, const char *what) {
     int r = kn_tensor_ndim(t) - 2;
-    if (r != 1 && r != 2)
-        return kn__err(KN_EUNSUPPORTED, "%s of a %d-D input (kiln supports 1-D and 2-D)", what,
+    if (r < 1 || r > 3)
+        return kn__err(KN_EUNSUPPORTED, "%s of a %d-D input (kiln supports 1-D, 2-D and 3-D)", what,
                        kn_tensor_ndim(t));
     return r;
+}
+
+/* ---- 3-D as 2-D: the depth dim is folded into the batch, one 2-D op per kernel depth tap ----
+ * x (N, C, D, H, W) already padded in depth; tap kd reads depths kd*dd + od*sd for every output
+ * depth od: a strided slice, moved next to N and merged with it. */
+static kn_tensor *depth_tap(kn_tensor *x, int64_t kd, const spatial *sp, int64_t od) {
+    const int64_t *s = kn_tensor_shape(x);
+    int64_t start = kd * sp->d[0];
+    kn_tensor *t = kn_slice(x, 2, start, start + (od - 1) * sp->s[0] + 1, sp->s[0]);
+    int perm[5] = {0, 2, 1, 3, 4};
+    int64_t s4[4] = {s[0] * od, s[1], s[3], s[4]};
+    return kn_reshape(kn_permute(t, perm), 4, s4);
+}
+
+/* (N*OD, M, OH, OW) -> (N, M, OD, OH, OW) */
+static kn_tensor *undo_tap(kn_tensor *y, int64_t n, int64_t od) {
+    if (!y) return NULL;
+    const int64_t *s = kn_tensor_shape(y);
+    int64_t s5[5] = {n, od, s[1], s[2], s[3]};
+    int perm[5] = {0, 2, 1, 3, 4};
+    return kn_contiguous(kn_permute(kn_reshape(y, 5, s5), perm));
+}
+
+/* the 2-D params of a 3-D spatial (dims 1 and 2) */
+static spatial hw_of(const spatial *sp) {
+    spatial h = {.nd = 2};
+    for (int i = 0; i < 2; i++)
+        h.k[i] = sp->k[i + 1], h.s[i] = sp->s[i + 1], h.d[i] = sp->d[i + 1],
+        h.pb[i] = sp->pb[i + 1], h.pe[i] = sp->pe[i + 1];
+    return h;
+}
+
+static kn_tensor *pad_dhw(kn_tensor *x, const spatial *sp, double value) {
+    int64_t p[6] = {sp->pb[2], sp->pe[2], sp->pb[1], sp->pe[1], sp->pb[0], sp->pe[0]};
+    return kn_pad(x, p, 6, KN_PAD_CONSTANT, value);
+}
+
+static kn_tensor *conv3d(kn_tensor *x, kn_tensor *w, kn_tensor *b, const spatial *sp,
+                         int64_t groups) {
+    x = pad_dhw(x, sp, 0.0);
+    if (!x) return NULL;
+    const int64_t *s = kn_tensor_shape(x);
+    int64_t kd = kn_tensor_shape(w)[2], od = (s[2] - (kd - 1) * sp->d[0] - 1) / sp->s[0] + 1;
+    if (od < 1) return kn__errp(KN_ESHAPE, "Conv: kernel deeper than the padded input");
+    kn_conv_opts o = {
+        .stride = {sp->s[1], sp->s[2]}, .dilation = {sp->d[1], sp->d[2]}, .groups = groups};
+    kn_tensor *acc = NULL;
+    for (int64_t k = 0; k < kd; k++) {
+        kn_tensor *wk = kn_squeeze(kn_slice(w, 2, k, k + 1, 1), 2);
+        kn_tensor *y = kn_conv2d(depth_tap(x, k, sp, od), wk, k == 0 ? b : NULL, &o);
+        acc = acc ? kn_add(acc, y) : y;
+    }
+    return undo_tap(acc, s[0], od);
+}
+
+/* the full 3-D transposed convolution (no padding, no bias): the input's depth is spread out by
+ * the stride (zeros between), then each kernel depth tap is a 2-D transposed convolution of
+ * every depth, shifted to its offset and summed */
+static kn_tensor *conv_transpose3d_full(kn_tensor *x, kn_tensor *w, const spatial *sp,
+                                        int64_t groups) {
+    const int64_t *s = kn_tensor_shape(x);
+    int64_t n = s[0], c = s[1], id = s[2], sd = sp->s[0], dd = sp->d[0];
+    int64_t kd = kn_tensor_shape(w)[2];
+    kn_tensor *xu = x;
+    if (sd > 1) {
+        int64_t s6[6] = {n, c, id, 1, s[3], s[4]}, z6[6] = {n, c, id, sd - 1, s[3], s[4]};
+        kn_tensor *parts[2] = {kn_reshape(x, 6, s6), kn_zeros(kn_tensor_dtype(x), 6, z6)};
+        int64_t s5[5] = {n, c, id * sd, s[3], s[4]};
+        xu = kn_slice(kn_reshape(kn_concat(parts, 2, 3), 5, s5), 2, 0, (id - 1) * sd + 1, 1);
+    }
+    if (!xu) return NULL;
+    int64_t ld = kn_tensor_shape(xu)[2], fd = ld + (kd - 1) * dd;
+    int perm[5] = {0, 2, 1, 3, 4};
+    int64_t s4[4] = {n * ld, c, s[3], s[4]};
+    kn_tensor *folded = kn_reshape(kn_permute(xu, perm), 4, s4);
+    kn_conv_opts o = {
+        .stride = {sp->s[1], sp->s[2]}, .dilation = {sp->d[1], sp->d[2]}, .groups = groups};
+    int64_t zero[2] = {0, 0};
+    kn_tensor *acc = NULL;
+    for (int64_t k = 0; k < kd; k++) {
+        kn_tensor *wk = kn_squeeze(kn_slice(w, 2, k, k + 1, 1), 2);
+        kn_tensor *y = undo_tap(kn_conv_transpose2d(folded, wk, NULL, &o, zero), n, ld);
+        int64_t p[6] = {0, 0, 0, 0, k * dd, fd - ld - k * dd};
+        y = kn_pad(y, p, 6, KN_PAD_CONSTANT, 0.0);
+        acc = acc ? kn_add(acc, y) : y;
+    }
+    return acc;
+}
+
+/* output length of a pool over `in` (padded already), ONNX's floor / ceil rule */
+static int64_t pool_len(int64_t in, int64_t k, int64_t s, int64_t d, bool ceil_mode) {
+    int64_t span = (k - 1) * d + 1;
+    if (in < span) return 0;
+    return ceil_mode ? (in - span + s - 1) / s + 1 : (in - span) / s + 1;
+}
+
+/* 3-D max / average pool; average: the sum over the zero-padded input divided by the count of
+ * the elements that count (the input, plus the declared padding with count_include_pad; never
+ * the overhang of ceil_mode windows) */
+static kn_tensor *pool3d(kn_tensor *x, spatial sp, bool is_max, bool ceil_mode, bool include) {
+    const int64_t *s0 = kn_tensor_shape(x);
+    int64_t o[3], over[3];
+    for (int i = 0; i < 3; i++) {
+        int64_t in = s0[2 + i] + sp.pb[i] + sp.pe[i];
+        o[i] = pool_len(in, sp.k[i], sp.s[i], sp.d[i], ceil_mode);
+        if (o[i] < 1) return kn__errp(KN_ESHAPE, "pool: kernel larger than the padded input");
+        int64_t need = (o[i] - 1) * sp.s[i] + (sp.k[i] - 1) * sp.d[i] + 1;
+        over[i] = need > in ? need - in : 0;
+    }
+    spatial all = sp, tail = {.nd = 3};
+    for (int i = 0; i < 3; i++)
+        all.pe[i] += over[i], tail.pe[i] = over[i];
+    spatial hw = hw_of(&all);
+    kn_pool_opts po = {.kernel = {hw.k[0], hw.k[1]},
+                       .stride = {hw.s[0], hw.s[1]},
+                       .dilation = {hw.d[0], hw.d[1]},
+                       .count_include_pad = true};
+    kn_tensor *srcs[2] = {pad_dhw(x, &all, is_max ? -INFINITY : 0.0), NULL};
+    if (!is_max)
+        srcs[1] = include ? pad_dhw(pad_dhw(kn_ones_like(x), &sp, 1.0), &tail, 0.0)
+                          : pad_dhw(kn_ones_like(x), &all, 0.0);
+    kn_tensor *res[2] = {NULL, NULL};
+    for (int v = 0; v < (is_max ? 1 : 2); v++) {
+        if (!srcs[v]) return NULL;
+        for (int64_t k = 0; k < sp.k[0]; k++) {
+            kn_tensor *t = depth_tap(srcs[v], k, &all, o[0]); /* (N*OD, C, H, W) */
+            kn_tensor *y = is_max ? kn_max_pool2d(t, &po, NULL) : kn_avg_pool2d(t, &po);
+            res[v] = !res[v] ? y : is_max ? kn_maximum(res[v], y) : kn_add(res[v], y);
+        }
+    }
+    return undo_tap(is_max ? res[0] : kn_div(res[0], res[1]), s0[0], o[0]);
 }
 
 /* ---- Conv / ConvTranspose ---- */
@@ -118,6 +249,7 @@ static kn_status conv(kn_ox *x) {
     spatial sp;
     kn_status st = read_spatial(x, nd, kn_tensor_shape(in) + 2, kn_tensor_shape(w) + 2, true, &sp);
     if (st) return st;
+    if (nd == 3) return kn__ox_set(x, 0, conv3d(in, w, b, &sp, kn__ox_int(x, "group", 1)));
     if (nd == 1) {
         in = kn_unsqueeze(in, 2);
         w = kn_unsqueeze(w, 2);
@@ -148,10 +280,10 @@ static kn_status conv_transpose(kn_ox *x) {
     /* auto_pad pads to output_shape = input * stride here (below) */
     kn_status st = read_spatial(x, nd, is, kn_tensor_shape(w) + 2, false, &sp);
     if (st) return st;
-    int64_t opad[2] = {0, 0}, oshape[2];
-    int n = kn__ox_ints(x, "output_padding", opad, 2);
+    int64_t opad[3] = {0, 0, 0}, oshape[3];
+    int n = kn__ox_ints(x, "output_padding", opad, 3);
     if (n >= 0 && n != nd) return kn__err(KN_EINVAL, "output_padding has %d values", n);
-    int no = kn__ox_ints(x, "output_shape", oshape, 2);
+    int no = kn__ox_ints(x, "output_shape", oshape, 3);
     if (no >= 0 && no != nd) return kn__err(KN_EINVAL, "output_shape has %d values", no);
     bool same = !strcmp(mode, "SAME_UPPER") || !strcmp(mode, "SAME_LOWER");
     for (int i = 0; i < nd; i++) {
@@ -159,10 +291,20 @@ static kn_status conv_transpose(kn_ox *x) {
         int64_t target = no >= 0 ? oshape[i] : same ? is[i] * sp.s[i] : -1;
         if (target < 0) continue;
         int64_t total = full - target;
-        if (total < 0) return kn__err(KN_EUNSUPPORTED, "output_shape larger than the full output");
         bool upper = !strcmp(mode, "SAME_UPPER");
-        sp.pb[i] = upper ? total / 2 : total - total / 2;
-        sp.pe[i] = total - sp.pb[i];
+        sp.pb[i] = total < 0 ? 0 : upper ? total / 2 : total - total / 2;
+        sp.pe[i] = total - sp.pb[i]; /* negative: the output grows at the end (bias only) */
+    }
+    if (nd == 3) {
+        kn_tensor *y = conv_transpose3d_full(in, w, &sp, kn__ox_int(x, "group", 1));
+        int64_t p[6] = {-sp.pb[2],          opad[2] - sp.pe[2], -sp.pb[1],
+                        opad[1] - sp.pe[1], -sp.pb[0],          opad[0] - sp.pe[0]};
+        if (y) y = kn_pad(y, p, 6, KN_PAD_CONSTANT, 0.0);
+        if (y && b) {
+            int64_t bs[4] = {kn_tensor_numel(b), 1, 1, 1};
+            y = kn_add(y, kn_reshape(b, 4, bs));
+        }
+        return kn__ox_set(x, 0, y);
     }
     if (nd == 1) {
         in = kn_unsqueeze(in, 2);
@@ -174,7 +316,8 @@ static kn_status conv_transpose(kn_ox *x) {
                       .dilation = {sp.d[0], sp.d[1]},
                       .groups = kn__ox_int(x, "group", 1)};
     kn_tensor *y;
-    if (symmetric(&sp) && opad[0] < sp.s[0] && opad[1] < sp.s[1]) {
+    if (symmetric(&sp) && sp.pe[0] >= 0 && sp.pe[1] >= 0 && opad[0] < sp.s[0] &&
+        opad[1] < sp.s[1]) {
         o.padding[0] = sp.pb[0], o.padding[1] = sp.pb[1];
         y = kn_conv_transpose2d(in, w, b, &o, opad);
     } else {
@@ -218,11 +361,18 @@ static kn_status pool(kn_ox *x) {
     if (nd < 0) return nd;
     const int64_t *is = kn_tensor_shape(in) + 2;
     int64_t H = nd == 2 ? is[0] : 1, W = is[nd - 1];
+    if (nd == 3) H = W = 1;
     spatial sp;
     kn_status st = read_spatial(x, nd, is, NULL, true, &sp);
     if (st) return st;
-    if (!is_max && (sp.d[0] != 1 || (nd == 2 && sp.d[1] != 1)))
-        return kn__err(KN_EUNSUPPORTED, "AveragePool with dilations");
+    for (int i = 0; i < nd; i++)
+        if (!is_max && sp.d[i] != 1) return kn__err(KN_EUNSUPPORTED, "AveragePool with dilations");
+    if (nd == 3) {
+        if (x->nout > 1 && x->want[1]) return kn__err(KN_EUNSUPPORTED, "3-D MaxPool indices");
+        return kn__ox_set(x, 0,
+                          pool3d(in, sp, is_max, kn__ox_int(x, "ceil_mode", 0) != 0,
+                                 kn__ox_int(x, "count_include_pad", 0) != 0));
+    }
     if (nd == 1) {
         in = kn_unsqueeze(in, 2);
         as_2d(&sp);
