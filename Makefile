@@ -2,7 +2,8 @@
 # test (plus an ASan+UBSan build unless SANITIZE=0), `make demo` runs the main example (LeNet
 # eager, then as a compiled graph, the speedup, and the saved graph through the kiln CLI),
 # `make bench B=<name>` runs one benchmark (all when B is empty), `make fuzz` builds the
-# libFuzzer targets with clang in build-fuzz (run: ./build-fuzz/fuzz_pb -max_total_time=20).
+# libFuzzer targets with clang in build-fuzz (run: ./build-fuzz/fuzz_pb -max_total_time=20),
+# `make onnx-conformance` runs ONNX's backend tests and rewrites docs/onnx-conformance.md.
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
@@ -10,7 +11,7 @@ JOBS ?= $(shell nproc)
 SANITIZE ?= 1
 B ?=
 
-.PHONY: all deps build test test-fast test-asan demo bench docs format fuzz clean
+.PHONY: all deps build test test-fast test-asan demo bench docs onnx-conformance format fuzz clean
 
 all: build
 
@@ -52,8 +53,12 @@ bench: build
 	@KILN_DEPS_BENCH=1 bash scripts/deps.sh
 	@bash bench/run.sh "$(B)"
 
-docs: build
+docs: build onnx-conformance
 	/usr/bin/python3 tools/gen_ops_doc.py $(BUILD) > docs/ops.md
+
+# ONNX's backend tests through kiln: prints the table and rewrites docs/onnx-conformance.md
+onnx-conformance: build
+	./$(BUILD)/onnx_conformance --doc docs/onnx-conformance.md
 
 fuzz:
 	@printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }\n' | \
