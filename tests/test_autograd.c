@@ -165,7 +165,7 @@ static void test_gradcheck_unary(void) {
     struct {
         const char *name;
         f1 fn;
-        bool positive;
+        int domain; /* 0: any, 1: positive, 2: (-0.9, 0.9), 3: > 1 */
     } ops[] = {{"neg", kn_neg, 0},
                {"abs", kn_abs, 0},
                {"exp", kn_exp, 0},
@@ -182,10 +182,21 @@ static void test_gradcheck_unary(void) {
                {"relu6", kn_relu6, 0},
                {"silu", kn_silu, 0},
                {"erf", kn_erf, 0},
-               {"reciprocal", kn_reciprocal, 1}};
+               {"reciprocal", kn_reciprocal, 1},
+               {"tan", kn_tan, 2},
+               {"asin", kn_asin, 2},
+               {"acos", kn_acos, 2},
+               {"atan", kn_atan, 0},
+               {"sinh", kn_sinh, 0},
+               {"cosh", kn_cosh, 0},
+               {"asinh", kn_asinh, 0},
+               {"acosh", kn_acosh, 3},
+               {"atanh", kn_atanh, 2}};
     for (size_t i = 0; i < sizeof ops / sizeof *ops; i++) {
         kn_tensor *x = kn_mul_scalar(kn_randn(KN_F64, 2, (int64_t[]){3, 4}), 2.0);
-        if (ops[i].positive) x = kn_add_scalar(kn_abs(x), 0.5);
+        if (ops[i].domain == 1) x = kn_add_scalar(kn_abs(x), 0.5);
+        if (ops[i].domain == 2) x = kn_mul_scalar(kn_tanh(x), 0.9);
+        if (ops[i].domain == 3) x = kn_add_scalar(kn_abs(x), 1.2);
         /* keep relu-like kinks away from the finite-difference step */
         x = kn_where(kn_lt(kn_abs(x), kn_scalar(KN_F64, 0.05)), kn_scalar(KN_F64, 0.3), x);
         kn_tensor *xt = kn_transpose(kn_contiguous(x), 0, 1); /* non-contiguous input */

@@ -45,6 +45,15 @@ typedef enum {
     U_FLOOR,
     U_CEIL,
     U_ROUND,
+    U_TAN,
+    U_ASIN,
+    U_ACOS,
+    U_ATAN,
+    U_SINH,
+    U_COSH,
+    U_ASINH,
+    U_ACOSH,
+    U_ATANH,
     U_COUNT
 } ufn;
 
@@ -85,6 +94,15 @@ static inline double u_f64(ufn f, double x, double p0, double p1) {
     case U_FLOOR: return floor(x);
     case U_CEIL: return ceil(x);
     case U_ROUND: return nearbyint(x);
+    case U_TAN: return tan(x);
+    case U_ASIN: return asin(x);
+    case U_ACOS: return acos(x);
+    case U_ATAN: return atan(x);
+    case U_SINH: return sinh(x);
+    case U_COSH: return cosh(x);
+    case U_ASINH: return asinh(x);
+    case U_ACOSH: return acosh(x);
+    case U_ATANH: return atanh(x);
     default: return NAN;
     }
 }
@@ -119,6 +137,15 @@ static inline float u_f32_ref(ufn f, float x, float p0, float p1) {
     case U_FLOOR: return floorf(x);
     case U_CEIL: return ceilf(x);
     case U_ROUND: return nearbyintf(x);
+    case U_TAN: return tanf(x);
+    case U_ASIN: return asinf(x);
+    case U_ACOS: return acosf(x);
+    case U_ATAN: return atanf(x);
+    case U_SINH: return sinhf(x);
+    case U_COSH: return coshf(x);
+    case U_ASINH: return asinhf(x);
+    case U_ACOSH: return acoshf(x);
+    case U_ATANH: return atanhf(x);
     default: return NAN;
     }
 }
@@ -337,6 +364,15 @@ static kn_status unary_backward(kn_bwctx *c) {
         r = kn_mul(g, kn_mul(kn_exp(kn_neg(kn_square(x))), sc(x, 1.1283791670955126)));
         break;
     case U_RECIP: r = kn_neg(kn_mul(g, kn_square(y))); break;
+    case U_TAN: r = kn_mul(g, kn_add(sc(y, 1.0), kn_square(y))); break; /* 1 + tan^2 */
+    case U_ASIN: r = kn_mul(g, kn_rsqrt(kn_sub(sc(x, 1.0), kn_square(x)))); break;
+    case U_ACOS: r = kn_neg(kn_mul(g, kn_rsqrt(kn_sub(sc(x, 1.0), kn_square(x))))); break;
+    case U_ATAN: r = kn_div(g, kn_add(sc(x, 1.0), kn_square(x))); break;
+    case U_SINH: r = kn_mul(g, kn_cosh(x)); break;
+    case U_COSH: r = kn_mul(g, kn_sinh(x)); break;
+    case U_ASINH: r = kn_mul(g, kn_rsqrt(kn_add(kn_square(x), sc(x, 1.0)))); break;
+    case U_ACOSH: r = kn_mul(g, kn_rsqrt(kn_sub(kn_square(x), sc(x, 1.0)))); break;
+    case U_ATANH: r = kn_div(g, kn_sub(sc(x, 1.0), kn_square(x))); break;
     default: return kn__err(KN_EINTERNAL, "%s: no backward", c->op->name);
     }
     if (!r) return kn_last_status();
@@ -390,6 +426,15 @@ UNARY_OP(U_RECIP, reciprocal, "Reciprocal", "1 / x", unary_backward)
 UNARY_OP(U_FLOOR, floor, "Floor", "floor, no gradient", NULL)
 UNARY_OP(U_CEIL, ceil, "Ceil", "ceil, no gradient", NULL)
 UNARY_OP(U_ROUND, round, "Round", "round half to even, no gradient", NULL)
+UNARY_OP(U_TAN, tan, "Tan", "tangent", unary_backward)
+UNARY_OP(U_ASIN, asin, "Asin", "arcsine", unary_backward)
+UNARY_OP(U_ACOS, acos, "Acos", "arccosine", unary_backward)
+UNARY_OP(U_ATAN, atan, "Atan", "arctangent", unary_backward)
+UNARY_OP(U_SINH, sinh, "Sinh", "hyperbolic sine", unary_backward)
+UNARY_OP(U_COSH, cosh, "Cosh", "hyperbolic cosine", unary_backward)
+UNARY_OP(U_ASINH, asinh, "Asinh", "inverse hyperbolic sine", unary_backward)
+UNARY_OP(U_ACOSH, acosh, "Acosh", "inverse hyperbolic cosine", unary_backward)
+UNARY_OP(U_ATANH, atanh, "Atanh", "inverse hyperbolic tangent", unary_backward)
 
 static const kn_opdef *const unary_ops[U_COUNT] = {
     [U_NEG] = &op_neg,          [U_ABS] = &op_abs,           [U_SIGN] = &op_sign,
@@ -400,7 +445,10 @@ static const kn_opdef *const unary_ops[U_COUNT] = {
     [U_LEAKY] = &op_leaky_relu, [U_ELU] = &op_elu,           [U_GELU] = &op_gelu,
     [U_SILU] = &op_silu,        [U_SOFTPLUS] = &op_softplus, [U_ERF] = &op_erf,
     [U_RECIP] = &op_reciprocal, [U_FLOOR] = &op_floor,       [U_CEIL] = &op_ceil,
-    [U_ROUND] = &op_round,
+    [U_ROUND] = &op_round,      [U_TAN] = &op_tan,           [U_ASIN] = &op_asin,
+    [U_ACOS] = &op_acos,        [U_ATAN] = &op_atan,         [U_SINH] = &op_sinh,
+    [U_COSH] = &op_cosh,        [U_ASINH] = &op_asinh,       [U_ACOSH] = &op_acosh,
+    [U_ATANH] = &op_atanh,
 };
 
 static ufn op_ufn(const kn_opdef *op) {
@@ -474,6 +522,33 @@ kn_tensor *kn_ceil(kn_tensor *x) {
 }
 kn_tensor *kn_round(kn_tensor *x) {
     return unary(U_ROUND, x, NULL);
+}
+kn_tensor *kn_tan(kn_tensor *x) {
+    return unary(U_TAN, x, NULL);
+}
+kn_tensor *kn_asin(kn_tensor *x) {
+    return unary(U_ASIN, x, NULL);
+}
+kn_tensor *kn_acos(kn_tensor *x) {
+    return unary(U_ACOS, x, NULL);
+}
+kn_tensor *kn_atan(kn_tensor *x) {
+    return unary(U_ATAN, x, NULL);
+}
+kn_tensor *kn_sinh(kn_tensor *x) {
+    return unary(U_SINH, x, NULL);
+}
+kn_tensor *kn_cosh(kn_tensor *x) {
+    return unary(U_COSH, x, NULL);
+}
+kn_tensor *kn_asinh(kn_tensor *x) {
+    return unary(U_ASINH, x, NULL);
+}
+kn_tensor *kn_acosh(kn_tensor *x) {
+    return unary(U_ACOSH, x, NULL);
+}
+kn_tensor *kn_atanh(kn_tensor *x) {
+    return unary(U_ATANH, x, NULL);
 }
 kn_tensor *kn_leaky_relu(kn_tensor *x, double slope) {
     kn_attrs a = {0};
@@ -1472,6 +1547,15 @@ const kn_opdef *const kn__ops_elementwise[] = {&op_neg,
                                                &op_floor,
                                                &op_ceil,
                                                &op_round,
+                                               &op_tan,
+                                               &op_asin,
+                                               &op_acos,
+                                               &op_atan,
+                                               &op_sinh,
+                                               &op_cosh,
+                                               &op_asinh,
+                                               &op_acosh,
+                                               &op_atanh,
                                                &op_relu_backward,
                                                &op_gelu_backward,
                                                &op_gelu_grad2,
