@@ -43,7 +43,8 @@ static bool has_avx512(void) {
 /* yp[o][j0 .. j0+48) for all channel blocks, j over the flattened padded output grid (NP) */
 __attribute__((target("avx512f"))) static void out_tile(const float *xp, const float *wp, float *yp,
                                                         const dgeom *d, int64_t j0, int64_t NP,
-                                                        int64_t c0, int64_t c1) {
+                                                        int64_t c0, int64_t c1, int64_t ob0,
+                                                        int64_t ob1) {
     const int64_t K2 = d->KH * d->KW;
     int64_t left = NP - j0;
     __mmask16 m[3];
@@ -51,7 +52,7 @@ __attribute__((target("avx512f"))) static void out_tile(const float *xp, const f
         int64_t l = left - 16 * v;
         m[v] = l >= 16 ? 0xffff : l <= 0 ? 0 : (__mmask16)((1u << l) - 1);
     }
-    for (int64_t ob = 0; ob < d->OB; ob++) {
+    for (int64_t ob = ob0; ob < ob1; ob++) {
         const float *wb = wp + ob * d->C * K2 * 8;
         __m512 a[8][3];
         for (int i = 0; i < 8; i++) {
@@ -85,34 +86,35 @@ __attribute__((target("avx512f"))) static void out_tile(const float *xp, const f
     }
 }
 
-/* y (N, O, OH, OW) = correlation of x (N, C, H, W) with packed weights wp (+ bias) */
-static bool run(const float *x, const float *wp, const float *bias, float *y, const dgeom *d,
-                int64_t N) {
-    const int nth = kn__threads();
-    const int slots = nth < N ? nth : (int)N;
-    const int64_t NP = d->OH * d->Wp;
-    const size_t per = (size_t)(d->C * d->PS + SLACK + d->O * NP);
-    float *scr = kn__scratch_get(per * (size_t)slots * sizeof(float));
-    if (!scr) {
-        kn_clear_error();
-        return false;
-    }
-#pragma omp parallel for num_threads(slots) schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        float *xp = scr + per * (size_t)omp_get_thread_num();
-        float *yp = xp + d->C * d->PS + SLACK;
-        const float *xn = x + n * d->C * d->H * d->W;
-        memset(xp, 0, (size_t)(d->C * d->PS + SLACK) * sizeof(float));
-        for (int64_t c = 0; c < d->C; c++)
+/* One image: padded copy, output tiles, bias (+ relu) and crop. `inner` parallelises inside the
+ * image (over channels, and over tiles of 48 positions x OBC channel blocks), for batches smaller
+ * than the thread count; every output is still summed by one thread in one order. */
+#define OBC 4 /* channel blocks (of 8) per task */
+static void image(const float *xn, const float *wp, const float *bias, float *yn, float *xp,
+                  float *yp, const dgeom *d, int nth) {
+    const int64_t NP = d->OH * d->Wp, ntile = (NP + 47) / 48, nobc = (d->OB + OBC - 1) / OBC;
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
+#pragma omp for schedule(static)
+        for (int64_t c = 0; c < d->C; c++) {
+            memset(xp + c * d->PS, 0, (size_t)d->PS * sizeof(float));
             for (int64_t h = 0; h < d->H; h++)
                 memcpy(xp + c * d->PS + (h + d->pt) * d->Wp + d->pl, xn + (c * d->H + h) * d->W,
                        (size_t)d->W * sizeof(float));
+        }
+#pragma omp single
+        memset(xp + d->C * d->PS, 0, SLACK * sizeof(float));
         /* channel chunks keep the input rows of a tile and the weights of a chunk in L1; the
          * partial sums go through yp between chunks (summation order unchanged: c ascending) */
-        for (int64_t j0 = 0; j0 < NP; j0 += 48)
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < ntile * nobc; t++) {
+            int64_t j0 = (t / nobc) * 48, ob0 = (t % nobc) * OBC;
+            int64_t ob1 = ob0 + OBC < d->OB ? ob0 + OBC : d->OB;
             for (int64_t c0 = 0; c0 < d->C; c0 += CCHUNK)
-                out_tile(xp, wp, yp, d, j0, NP, c0, c0 + CCHUNK < d->C ? c0 + CCHUNK : d->C);
-        float *yn = y + n * d->O * d->OH * d->OW;
+                out_tile(xp, wp, yp, d, j0, NP, c0, c0 + CCHUNK < d->C ? c0 + CCHUNK : d->C, ob0,
+                         ob1);
+        }
+#pragma omp for schedule(static)
         for (int64_t o = 0; o < d->O; o++) {
             float bv = bias ? bias[o] : 0.0f;
             for (int64_t oh = 0; oh < d->OH; oh++) {
@@ -128,6 +130,33 @@ static bool run(const float *x, const float *wp, const float *bias, float *y, co
                         t[ow] = s[ow] + bv;
             }
         }
+    }
+}
+
+/* y (N, O, OH, OW) = correlation of x (N, C, H, W) with packed weights wp (+ bias): images in
+ * parallel when there are at least as many as threads, else each image in parallel inside */
+static bool run(const float *x, const float *wp, const float *bias, float *y, const dgeom *d,
+                int64_t N) {
+    const int nth = kn__threads();
+    const bool per_image = N >= nth;
+    const int slots = per_image ? nth : 1;
+    const int64_t NP = d->OH * d->Wp;
+    const size_t per = (size_t)(d->C * d->PS + SLACK + d->O * NP);
+    float *scr = kn__scratch_get(per * (size_t)slots * sizeof(float));
+    if (!scr) {
+        kn_clear_error();
+        return false;
+    }
+    const int64_t xs = d->C * d->H * d->W, ys = d->O * d->OH * d->OW;
+    if (per_image) {
+#pragma omp parallel for num_threads(slots) schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            float *xp = scr + per * (size_t)omp_get_thread_num();
+            image(x + n * xs, wp, bias, y + n * ys, xp, xp + d->C * d->PS + SLACK, d, 1);
+        }
+    } else {
+        for (int64_t n = 0; n < N; n++)
+            image(x + n * xs, wp, bias, y + n * ys, scr, scr + d->C * d->PS + SLACK, d, nth);
     }
     kn__scratch_put(scr);
     return true;
@@ -166,12 +195,19 @@ static float *pack(const dgeom *d, const float *w, bool rot) {
         kn_clear_error();
         return NULL;
     }
-    memset(wp, 0, (size_t)(d->OB * 8 * d->C * K2) * sizeof(float));
-    for (int64_t o = 0; o < d->O; o++)
+    /* written in order ([ob][c][k][i]), blocks of output channels in parallel */
+#pragma omp parallel for num_threads(kn__threads()) if (d->OB * d->C * K2 > 16384) schedule(static)
+    for (int64_t ob = 0; ob < d->OB; ob++) {
+        float *dst = wp + ob * d->C * K2 * 8;
         for (int64_t c = 0; c < d->C; c++)
-            for (int64_t k = 0; k < K2; k++)
-                wp[(((o / 8) * d->C + c) * K2 + k) * 8 + o % 8] =
-                    rot ? w[(c * d->O + o) * K2 + (K2 - 1 - k)] : w[(o * d->C + c) * K2 + k];
+            for (int64_t k = 0; k < K2; k++, dst += 8)
+                for (int64_t i = 0; i < 8; i++) {
+                    int64_t o = ob * 8 + i;
+                    dst[i] = o >= d->O ? 0.0f
+                             : rot     ? w[(c * d->O + o) * K2 + (K2 - 1 - k)]
+                                       : w[(o * d->C + c) * K2 + k];
+                }
+    }
     return wp;
 }
 
