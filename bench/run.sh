@@ -16,7 +16,9 @@
 # lists the targets not met.
 # It appends nothing to docs/; raw lines are kept in bench/out/<name>-<time>.raw.
 #
-# Usage: bash bench/run.sh [gemm|ops|train|graph]  (no argument: all)
+# onnx: kiln vs ONNX Runtime on .onnx models (bench/onnx.sh, which documents itself).
+#
+# Usage: bash bench/run.sh [gemm|ops|train|graph|onnx]  (no argument: all but onnx)
 # Environment:
 #   BENCH_ROUNDS=3        rounds of (kiln, torch) per benchmark
 #   BENCH_QUICK=1         1 warm-up + 2 timed calls per case (train, graph: 2 + 5): a pipeline
@@ -70,11 +72,14 @@ if [ -z "${TORCH_GRAPH_CFGS:-}" ]; then
   for t in $GRAPH_THREADS; do TORCH_GRAPH_CFGS="$TORCH_GRAPH_CFGS $t:$t"; done
 fi
 
+if [ "$B" = onnx ]; then
+  exec bash bench/onnx.sh
+fi
 case "$B" in
   "") names=(gemm ops train graph) ;;
   gemm | ops | train | graph) names=("$B") ;;
   *)
-    echo "bench/run.sh: unknown benchmark '$B' (known: gemm, ops, train, graph; empty for all)" >&2
+    echo "bench/run.sh: unknown benchmark '$B' (known: gemm, ops, train, graph, onnx; empty for all but onnx)" >&2
     exit 2
     ;;
 esac
