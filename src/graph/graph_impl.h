@@ -8,8 +8,9 @@
  * dead, rewrite value uses, and `kn__g_compact` renumbers.
  *
  * Symbolic batch: g->batch is the batch size at trace time (0: static). `sym` on a value marks
- * the dims that follow the batch; `sym_attr` on a node marks attribute entries that equal the
- * batch (reshape's "shape"[0] after a flatten): binding another batch rewrites them.
+ * the dims that follow the batch; `sym_attr` on a node marks attribute entries proportional to
+ * the batch, k * batch (reshape's "shape"[0] after a flatten: k = 1; batch * heads in attention):
+ * binding another batch B rewrites them to k * B.
  */
 #ifndef KILN_GRAPH_IMPL_H
 #define KILN_GRAPH_IMPL_H
@@ -77,6 +78,7 @@ struct kn_graph {
     size_t pass_log_len, pass_log_cap;
     kn_plan *plans; /* linked list, one per batch size */
     int plans_built;
+    bool quiet_plans; /* checks run by the builder (ONNX import): new plans are not logged */
     int64_t last_arena;
 };
 
@@ -88,6 +90,11 @@ int kn__g_add_node(kn_graph *g, const kn_opdef *op, const int *in, int nin, cons
                    int nout);
 int kn__g_add_weight(kn_graph *g, const char *name, kn_tensor *t, bool constant);
 kn_graph *kn__g_clone(const kn_graph *g);
+/* Makes g batch-symbolic from a second trace h of the same function at another batch (g at b, h
+ * at b2, both static): they must match node for node, constants byte for byte; value dims and
+ * int attr entries that differ must be k * batch in both (they become sym / sym_attr). KN_ESHAPE
+ * naming the first difference otherwise (g unchanged). */
+kn_status kn__g_symbolic_from(kn_graph *g, const kn_graph *h, int64_t b, int64_t b2);
 /* Turns input k into a constant weight holding t (retained; same dtype and shape): it leaves the
  * signature. Only before compiling. */
 kn_status kn__g_freeze_input(kn_graph *g, int k, kn_tensor *t);

@@ -81,6 +81,87 @@ kn_status kn__g_freeze_input(kn_graph *g, int k, kn_tensor *t) {
     return KN_OK;
 }
 
+/* a positive multiple k * b of b whose counterpart at b2 is k * b2 */
+static bool proportional(int64_t v, int64_t v2, int64_t b, int64_t b2) {
+    return v > 0 && v % b == 0 && v2 == v / b * b2;
+}
+
+kn_status kn__g_symbolic_from(kn_graph *g, const kn_graph *h, int64_t b, int64_t b2) {
+    if (g->nnodes != h->nnodes || g->nvals != h->nvals || g->ninputs != h->ninputs ||
+        g->noutputs != h->noutputs || b < 1 || b2 < 1 || b == b2)
+        return kn__err(KN_ESHAPE,
+                       "symbolic batch: the traces at batch %lld and %lld differ in "
+                       "structure",
+                       (long long)b, (long long)b2);
+    for (int i = 0; i < g->nnodes; i++) {
+        const kn_gnode *n = &g->nodes[i], *m = &h->nodes[i];
+        if (n->op != m->op || n->nin != m->nin || n->nout != m->nout ||
+            memcmp(n->in, m->in, sizeof(int) * (size_t)n->nin) ||
+            memcmp(n->out, m->out, sizeof(int) * (size_t)n->nout) || n->attrs.n != m->attrs.n)
+            return kn__err(KN_ESHAPE,
+                           "symbolic batch: node %d (%s) differs between batch %lld "
+                           "and %lld",
+                           i, kn__g_node_name(n), (long long)b, (long long)b2);
+    }
+    for (int v = 0; v < g->nvals; v++) {
+        const kn_gval *x = &g->vals[v], *y = &h->vals[v];
+        if (x->kind != y->kind || x->dtype != y->dtype || x->ndim != y->ndim)
+            return kn__err(KN_ESHAPE, "symbolic batch: value %d differs", v);
+        for (int d = 0; d < x->ndim; d++)
+            if (x->shape[d] != y->shape[d] && !proportional(x->shape[d], y->shape[d], b, b2))
+                return kn__err(KN_ESHAPE,
+                               "symbolic batch: dim %d of value %d is %lld at batch %lld and "
+                               "%lld at %lld",
+                               d, v, (long long)x->shape[d], (long long)b, (long long)y->shape[d],
+                               (long long)b2);
+        if (x->kind == GV_WEIGHT) {
+            size_t bytes = (size_t)kn_tensor_numel(x->data) * kn_dtype_size(x->dtype);
+            bool same = kn_tensor_numel(x->data) == kn_tensor_numel(y->data) &&
+                        kn_tensor_is_contiguous(x->data) && kn_tensor_is_contiguous(y->data) &&
+                        !memcmp(kn__ptr(x->data), kn__ptr(y->data), bytes);
+            if (!same)
+                return kn__err(KN_ESHAPE, "symbolic batch: constant '%s' depends on the batch",
+                               x->name ? x->name : "?");
+        }
+    }
+    /* everything matched: mark the attr entries that follow the batch, then the values */
+    uint32_t *bits = kn__calloc((size_t)(g->nnodes ? g->nnodes : 1), sizeof *bits);
+    if (!bits) return kn_last_status();
+    for (int i = 0; i < g->nnodes; i++) {
+        const kn_attrs *p = &g->nodes[i].attrs, *q = &h->nodes[i].attrs;
+        for (int a = 0; a < p->n; a++) {
+            const kn_attr *x = &p->a[a], *y = &q->a[a];
+            bool same_kind = x->kind == y->kind && x->n == y->n && !strcmp(x->name, y->name);
+            if (same_kind && x->kind == KN_ATTR_FLOAT && x->f == y->f) continue;
+            for (int j = 0; same_kind && x->kind == KN_ATTR_INTS && j < x->n; j++) {
+                if (x->ints[j] == y->ints[j]) continue;
+                if (a >= 4 || j >= 8 || !proportional(x->ints[j], y->ints[j], b, b2))
+                    same_kind = false;
+                else
+                    bits[i] |= 1u << (8 * a + j);
+            }
+            if (!same_kind) {
+                kn__free(bits);
+                return kn__err(KN_ESHAPE,
+                               "symbolic batch: attribute '%s' of node %d (%s) "
+                               "depends on the batch in a way kiln cannot follow",
+                               x->name, i, kn__g_node_name(&g->nodes[i]));
+            }
+        }
+    }
+    for (int i = 0; i < g->nnodes; i++)
+        g->nodes[i].sym_attr = bits[i];
+    kn__free(bits);
+    for (int v = 0; v < g->nvals; v++) {
+        kn_gval *x = &g->vals[v];
+        x->sym = 0;
+        for (int d = 0; d < x->ndim; d++)
+            if (x->shape[d] != h->vals[v].shape[d]) x->sym |= (uint8_t)(1u << d);
+    }
+    g->batch = b;
+    return KN_OK;
+}
+
 static char *dup_str(const char *s) {
     if (!s) return NULL;
     size_t n = strlen(s) + 1;
@@ -257,7 +338,8 @@ void kn__g_bind_attrs(const kn_gnode *n, int64_t batch, int64_t traced_batch, kn
     if (!n->sym_attr || batch <= 0 || batch == traced_batch) return;
     for (int a = 0; a < out->n && a < 4; a++)
         for (int j = 0; j < 8 && j < out->a[a].n; j++)
-            if (n->sym_attr & (1u << (8 * a + j))) out->a[a].ints[j] = batch;
+            if (n->sym_attr & (1u << (8 * a + j)))
+                out->a[a].ints[j] = n->attrs.a[a].ints[j] / traced_batch * batch;
 }
 
 const char *kn__g_node_name(const kn_gnode *n) {

@@ -315,7 +315,7 @@ kn_plan *kn__plan_get(kn_graph *g, int64_t batch) {
         return NULL;
     }
     g->plans_built++;
-    if (g->plans_built > 1) /* a recompile is reported, never silent */
+    if (g->plans_built > 1 && !g->quiet_plans) /* a recompile is reported, never silent */
         kn__log(2, "graph: new plan for batch %lld (plan %d of this graph, %lld arena bytes)",
                 (long long)batch, g->plans_built, (long long)p->arena_bytes);
     p->next = g->plans;

@@ -613,6 +613,10 @@ static kn_status load_node(ld *l, json_object *o, int i) {
         if (((uint32_t)sa >> b & 1) &&
             (a >= at.n || at.a[a].kind != KN_ATTR_INTS || j >= at.a[a].n))
             return bad(l, "%s.sym_attr: bit %d names no integer attribute entry", w, b);
+        if (((uint32_t)sa >> b & 1) &&
+            (l->g->batch < 1 || at.a[a].ints[j] < 1 || at.a[a].ints[j] % l->g->batch))
+            return bad(l, "%s.sym_attr: bit %d marks %lld, not a multiple of the batch %lld", w, b,
+                       (long long)at.a[a].ints[j], (long long)l->g->batch);
     }
     int id = kn__g_add_node(g, op, in, (int)nin, &at, (int)nout);
     if (id != i) return kn_last_status() ? kn_last_status() : KN_ENOMEM;

@@ -5,9 +5,11 @@
  * accessors, and the pre-flight check that lists every unsupported op before anything runs.
  *
  * Symbolic batch: when every graph input's first dim is symbolic (a name like "batch" or
- * unknown) the model is traced at batch 2 with dim 0 symbolic, then checked against eager
- * execution at batch 3 and 2 (kn_trace_check). A model whose shape arithmetic bakes the batch
- * size in fails that check and is imported with static shapes instead (logged).
+ * unknown) the model is traced at batch 2 and at batch 3; the two traces must agree node for node,
+ * and the dims and attribute entries that differ must be k * batch in both (Shape arithmetic
+ * such as batch * heads becomes a proportional attribute, kn__g_symbolic_from). The result is
+ * then checked against eager execution at batch 3 and 2 (kn_trace_check). A model whose graph
+ * depends on the batch otherwise is imported with static shapes instead (logged).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -596,12 +598,22 @@ kn_graph *kn_onnx_import_mem(const void *data, size_t n, const char *base_dir,
     im.may_freeze = !st && o && o->example && o->nexample >= im.nin;
     if (!st) {
         bool want_sym = sym && !(o && o->static_batch);
-        gr = trace_model(&im, ex, !want_sym);
+        gr = trace_model(&im, ex, true);
         if (gr && want_sym) {
-            /* the batch must really be free: compare with eager execution at batch 3 and 2 */
-            kn_tensor *fresh[KN_OX_MAX_IO] = {0};
-            kn_status cst = make_examples(&im, o, 3, fresh, &sym);
-            if (!cst) cst = kn_trace_check(gr, run_graph, &im, fresh, im.nin);
+            /* a second trace at batch 3 tells which dims and attribute entries follow the
+             * batch; then the graph must agree with eager execution at batch 3 and 2 */
+            kn_tensor *ex3[KN_OX_MAX_IO] = {0};
+            kn_status cst = make_examples(&im, o, 3, ex3, &sym);
+            kn_graph *g3 = cst ? NULL : trace_model(&im, ex3, true);
+            if (!cst) cst = g3 ? kn__g_symbolic_from(gr, g3, 2, 3) : kn_last_status();
+            kn_graph_free(g3);
+            if (!cst) {
+                gr->quiet_plans = true; /* the check's plans are ours, not the user's */
+                cst = kn_trace_check(gr, run_graph, &im, ex3, im.nin);
+                gr->quiet_plans = false;
+                kn__plan_free_all(gr);
+                gr->plans_built = 0;
+            }
             if (cst) {
                 kn__log(2,
                         "onnx import: the batch dimension cannot stay symbolic (%s); "
@@ -611,9 +623,6 @@ kn_graph *kn_onnx_import_mem(const void *data, size_t n, const char *base_dir,
                 kn_clear_error();
                 gr = trace_model(&im, ex, true);
             }
-        } else if (!gr && want_sym && kn_last_status() == KN_ESHAPE) {
-            kn_clear_error();
-            gr = trace_model(&im, ex, true);
         }
     }
     if (st) kn_graph_free(gr), gr = NULL;
