@@ -231,8 +231,8 @@ static kn_status conv_fwd_gemm(kn_dtype dt, const void *x, const void *w, const 
     int64_t per = 0;
     char *col = NULL;
     if (!direct && !(col = col_alloc(KK, th, g->OW, es, slots, &per))) return kn_last_status();
-#pragma omp parallel for num_threads(nth) if (par) schedule(static)
-    for (int64_t n = 0; n < g->N; n++) {
+    KN_PAR_FOR(
+        par, nth, n, g->N,
         char *mycol = col ? col + (size_t)(par ? omp_get_thread_num() : 0) * per * es : NULL;
         for (int64_t gr = 0; gr < G; gr++) {
             char *yg = (char *)y + (size_t)((n * g->O + gr * Og) * P) * es;
@@ -253,8 +253,7 @@ static kn_status conv_fwd_gemm(kn_dtype dt, const void *x, const void *w, const 
                 kn__gemm(dt, false, false, false, Og, TN, KK, 1.0, wg, KK, mycol, TN, beta,
                          yg + (size_t)(oh0 * g->OW) * es, P);
             }
-        }
-    }
+        });
     kn__scratch_put(col);
     return KN_OK;
 }
@@ -302,8 +301,8 @@ static kn_status conv_bwd_data_gemm(kn_dtype dt, const void *gy, const void *w, 
     int64_t per = 0;
     char *col = NULL;
     if (!direct && !(col = col_alloc(KK, th, g->OW, es, slots, &per))) return kn_last_status();
-#pragma omp parallel for num_threads(nth) if (par) schedule(static)
-    for (int64_t n = 0; n < g->N; n++) {
+    KN_PAR_FOR(
+        par, nth, n, g->N,
         char *mycol = col ? col + (size_t)(par ? omp_get_thread_num() : 0) * per * es : NULL;
         for (int64_t gr = 0; gr < G; gr++) {
             char *xg = (char *)gx + (size_t)((n * g->C + gr * Cg) * HW) * es;
@@ -327,8 +326,7 @@ static kn_status conv_bwd_data_gemm(kn_dtype dt, const void *gy, const void *w, 
                          yg + (size_t)(oh0 * g->OW) * es, P, 0.0, mycol, TN);
                 col2im(dt, mycol, g, Cg, oh0, oh1, xg);
             }
-        }
-    }
+        });
     kn__scratch_put(col);
     return KN_OK;
 }
@@ -373,12 +371,11 @@ static kn_status conv_bwd_weight_gemm(kn_dtype dt, const void *x, const void *gy
         kn__scratch_put(col);
         return kn_last_status();
     }
-#pragma omp parallel for num_threads(nth) if (par) schedule(static)
-    for (int64_t s = 0; s < S; s++) {
+    KN_PAR_FOR(
+        par, nth, s, S,
         char *mycol = col ? col + (size_t)(par ? omp_get_thread_num() : 0) * per * es : NULL;
         char *acc = s == 0 ? (char *)gw : part + (size_t)((s - 1) * WN) * es;
-        int64_t n0 = g->N * s / S, n1 = g->N * (s + 1) / S;
-        for (int64_t n = n0; n < n1; n++) {
+        int64_t n0 = g->N * s / S, n1 = g->N * (s + 1) / S; for (int64_t n = n0; n < n1; n++) {
             for (int64_t gr = 0; gr < G; gr++) {
                 const char *xg = (const char *)x + (size_t)((n * g->C + gr * Cg) * HW) * es;
                 const char *yg = (const char *)gy + (size_t)((n * g->O + gr * Og) * P) * es;
@@ -396,8 +393,7 @@ static kn_status conv_bwd_weight_gemm(kn_dtype dt, const void *x, const void *gy
                              (n == n0 && oh0 == 0) ? 0.0 : 1.0, wg, KK);
                 }
             }
-        }
-    }
+        });
     for (int64_t s = 1; s < S; s++) {
         const char *src = part + (size_t)((s - 1) * WN) * es;
         if (dt == KN_F32) {

@@ -176,18 +176,15 @@ static kn_status matmul_run(kn_opctx *c, bool ref) {
         int nth = kn__threads();
         double work = (double)M * (double)N * (double)K;
         bool par = nth > 1 && B >= 2 && work <= 4194304.0;
-#pragma omp parallel for num_threads(nth) if (par) schedule(static)
-        for (int64_t bi = 0; bi < B; bi++) {
-            int64_t rem = bi, offa = 0, offb = 0;
+        KN_PAR_FOR(
+            par, nth, bi, B, int64_t rem = bi, offa = 0, offb = 0;
             for (int d = s.nbd - 1; d >= 0; d--) {
                 int64_t idx = rem % s.bshape[d];
                 rem /= s.bshape[d];
                 offa += idx * oa.bstr[d];
                 offb += idx * ob.bstr[d];
-            }
-            kn__gemm(dt, ref, oa.trans, ob.trans, M, N, K, 1.0, pa + offa * (int64_t)es, oa.ld,
-                     pb + offb * (int64_t)es, ob.ld, 0.0, pc + bi * M * N * (int64_t)es, N);
-        }
+            } kn__gemm(dt, ref, oa.trans, ob.trans, M, N, K, 1.0, pa + offa * (int64_t)es, oa.ld,
+                       pb + offb * (int64_t)es, ob.ld, 0.0, pc + bi * M * N * (int64_t)es, N););
     }
     kn_tensor_free(oa.t);
     kn_tensor_free(ob.t);
