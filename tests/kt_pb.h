@@ -76,4 +76,24 @@ static inline void put_packed_int(enc *e, uint32_t num, const int64_t *v, size_t
     put_msg(e, num, &p);
 }
 
+/* ValueInfoProto `name`: tensor(elem)[dims], dims < 0 meaning a dim_param "N" */
+static inline void kt_value_info(enc *out, uint32_t num, const char *name, int elem, int nd,
+                                 const int64_t *dims) {
+    enc shape = {0}, tt = {0}, type = {0}, vi = {0};
+    for (int i = 0; i < nd; i++) {
+        enc d = {0};
+        if (dims[i] >= 0)
+            put_int(&d, 1, dims[i]);
+        else
+            put_str(&d, 2, "N");
+        put_msg(&shape, 1, &d);
+    }
+    put_int(&tt, 1, elem);
+    put_msg(&tt, 2, &shape);
+    put_msg(&type, 1, &tt);
+    put_str(&vi, 1, name);
+    put_msg(&vi, 2, &type);
+    put_msg(out, num, &vi);
+}
+
 #endif

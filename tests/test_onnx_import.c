@@ -105,25 +105,6 @@ static void test_save_load(void) {
 
 /* ---- hand-built models ---- */
 
-static void value_info(enc *out, uint32_t num, const char *name, int elem, int nd,
-                       const int64_t *dims) {
-    enc shape = {0}, tt = {0}, type = {0}, vi = {0};
-    for (int i = 0; i < nd; i++) {
-        enc d = {0};
-        if (dims[i] >= 0)
-            put_int(&d, 1, dims[i]);
-        else
-            put_str(&d, 2, "N");
-        put_msg(&shape, 1, &d);
-    }
-    put_int(&tt, 1, elem);
-    put_msg(&tt, 2, &shape);
-    put_msg(&type, 1, &tt);
-    put_str(&vi, 1, name);
-    put_msg(&vi, 2, &type);
-    put_msg(out, num, &vi);
-}
-
 static void model_of(enc *m, const enc *graph, int opset) {
     enc op = {0};
     put_str(&op, 1, "");
@@ -163,8 +144,8 @@ static void test_softmax_opsets(void) {
     for (int opset = 11; opset <= 13; opset += 2) {
         enc g = {0}, m = {0};
         node(&g, "Softmax", "x", NULL, "y", NULL);
-        value_info(&g, 11, "x", 1, 3, d);
-        value_info(&g, 12, "y", 1, 3, d);
+        kt_value_info(&g, 11, "x", 1, 3, d);
+        kt_value_info(&g, 12, "y", 1, 3, d);
         model_of(&m, &g, opset);
         kn_tensor *y = import_run(&m, x);
         KT_NOTNULL(y);
@@ -183,9 +164,9 @@ static void test_shape_input_frozen(void) {
     enc g = {0}, m = {0};
     int64_t dx[2] = {2, 6}, ds[1] = {2}, dy[2] = {3, 4};
     node(&g, "Reshape", "x", "shape", "y", NULL);
-    value_info(&g, 11, "x", 1, 2, dx);
-    value_info(&g, 11, "shape", 7, 1, ds);
-    value_info(&g, 12, "y", 1, 2, dy);
+    kt_value_info(&g, 11, "x", 1, 2, dx);
+    kt_value_info(&g, 11, "shape", 7, 1, ds);
+    kt_value_info(&g, 12, "y", 1, 2, dy);
     model_of(&m, &g, 13);
     kn_tensor *x = kn_arange(0, 12, 1, KN_F32);
     x = kn_reshape(x, 2, dx);
@@ -225,8 +206,8 @@ static void external_model(enc *m, const char *loc, int64_t length) {
     put_msg(&g, 5, &t);
     int64_t d[2] = {2, 2};
     node(&g, "MatMul", "x", "W", "y", NULL);
-    value_info(&g, 11, "x", 1, 2, d);
-    value_info(&g, 12, "y", 1, 2, d);
+    kt_value_info(&g, 11, "x", 1, 2, d);
+    kt_value_info(&g, 12, "y", 1, 2, d);
     model_of(m, &g, 13);
 }
 
@@ -271,8 +252,8 @@ static void test_check_report(void) {
     node(&g, "FooBar", "a", NULL, "b", NULL);
     node(&g, "FooBar", "b", NULL, "c", NULL);
     node(&g, "Resize9000", "c", NULL, "y", NULL);
-    value_info(&g, 11, "x", 1, 2, d);
-    value_info(&g, 12, "y", 1, 2, d);
+    kt_value_info(&g, 11, "x", 1, 2, d);
+    kt_value_info(&g, 12, "y", 1, 2, d);
     model_of(&m, &g, 13);
     char buf[2048] = "";
     FILE *f = fmemopen(buf, sizeof buf - 1, "w");
@@ -283,6 +264,19 @@ static void test_check_report(void) {
     KT_TRUE(strstr(buf, "Relu") == NULL);
     /* and the import names the first unsupported node */
     KT_ERR(KN_EUNSUPPORTED, kn_onnx_import_mem(m.b, m.n, NULL, NULL), "node 1 (FooBar)");
+}
+
+/* an import that either succeeds or fails with a message */
+static void import_counted(const void *buf, size_t n, int *ok, int *err) {
+    kn_clear_error();
+    kn_graph *g = kn_onnx_import_mem(buf, n, NULL, NULL);
+    if (g) {
+        (*ok)++;
+    } else {
+        (*err)++;
+        KT_TRUE(kn_last_error()[0] != 0);
+    }
+    kn_graph_free(g);
 }
 
 /* hostile files: every prefix of a small real model at a stride, and byte mutations */
@@ -296,31 +290,15 @@ static void test_hostile(void) {
     size_t n = fread(buf, 1, sizeof buf, f);
     fclose(f);
     int ok = 0, err = 0;
-    for (size_t k = 0; k < n; k += 97) {
-        kn_graph *g = kn_onnx_import_mem(buf, k, NULL, NULL);
-        if (g) {
-            ok++;
-        } else {
-            err++;
-            KT_TRUE(kn_last_error()[0] != 0);
-        }
-        kn_graph_free(g);
-    }
+    for (size_t k = 0; k < n; k += 97)
+        import_counted(buf, k, &ok, &err);
     uint64_t r = 12345;
     for (int i = 0; i < 600; i++) {
         memcpy(mut, buf, n);
         r = r * 6364136223846793005ULL + 1442695040888963407ULL;
         size_t at = (size_t)(r >> 33) % n;
         mut[at] = (unsigned char)(mut[at] + 1 + (r >> 20) % 255);
-        kn_clear_error();
-        kn_graph *g = kn_onnx_import_mem(mut, n, NULL, NULL);
-        if (g) {
-            ok++;
-        } else {
-            err++;
-            KT_TRUE(kn_last_error()[0] != 0);
-        }
-        kn_graph_free(g);
+        import_counted(mut, n, &ok, &err);
         int c = kn_onnx_check_mem(mut, n, NULL);
         KT_TRUE(c >= 0 || kn_last_error()[0] != 0);
     }

@@ -26,26 +26,6 @@ static bool str_is(kn_onnx_str s, const char *z) {
     return s.n == strlen(z) && (s.n == 0 || memcmp(s.p, z, s.n) == 0);
 }
 
-/* ValueInfoProto name: tensor(float)[dims] where dims < 0 means a dim_param "N" */
-static void value_info(enc *out, uint32_t num, const char *name, int elem, int nd,
-                       const int64_t *dims) {
-    enc shape = {0}, tt = {0}, type = {0}, vi = {0};
-    for (int i = 0; i < nd; i++) {
-        enc d = {0};
-        if (dims[i] >= 0)
-            put_int(&d, 1, dims[i]);
-        else
-            put_str(&d, 2, "N");
-        put_msg(&shape, 1, &d);
-    }
-    put_int(&tt, 1, elem);
-    put_msg(&tt, 2, &shape);
-    put_msg(&type, 1, &tt);
-    put_str(&vi, 1, name);
-    put_msg(&vi, 2, &type);
-    put_msg(out, num, &vi);
-}
-
 /* ModelProto with the graph as the LAST field, so every proper prefix is invalid */
 static void model_of(enc *m, const enc *graph) {
     enc op = {0};
@@ -66,8 +46,8 @@ static void relu_model(enc *m) {
     put_str(&g, 2, "tiny");
     put_msg(&g, 1, &node);
     int64_t d[2] = {-1, 4};
-    value_info(&g, 11, "x", 1, 2, d);
-    value_info(&g, 12, "y", 1, 2, d);
+    kt_value_info(&g, 11, "x", 1, 2, d);
+    kt_value_info(&g, 12, "y", 1, 2, d);
     put_int(&g, 99, 5); /* unknown field: skipped */
     model_of(m, &g);
 }
@@ -146,9 +126,9 @@ static void gemm_model(enc *m) {
     put_str(&b, 8, "B");
     put_msg(&g, 5, &b);
     int64_t xd[2] = {-1, 3}, yd[2] = {-1, 2};
-    value_info(&g, 11, "x", 1, 2, xd);
-    value_info(&g, 12, "y", 1, 2, yd);
-    value_info(&g, 13, "mid", 7, 0, NULL);
+    kt_value_info(&g, 11, "x", 1, 2, xd);
+    kt_value_info(&g, 12, "y", 1, 2, yd);
+    kt_value_info(&g, 13, "mid", 7, 0, NULL);
     model_of(m, &g);
 }
 
@@ -423,7 +403,7 @@ static void test_malformed(void) {
     /* negative dim_value in a value_info, dim_value as LEN */
     int64_t d[1] = {0};
     g.n = 0;
-    value_info(&g, 11, "x", 1, 1, d);
+    kt_value_info(&g, 11, "x", 1, 1, d);
     m.n = 0;
     model_of(&m, &g);
     kn_onnx_model *ok = kn__onnx_model_parse(m.b, m.n);

@@ -194,6 +194,11 @@ const kn_ox_op *kn__ox_find(const char *op_type, size_t len, int64_t opset, bool
 
 /* ---- attributes ---- */
 
+bool kn__ox_is(const kn_ox *x, const char *name) {
+    size_t n = strlen(name);
+    return x->node->op_type.n == n && !memcmp(x->node->op_type.p, name, n);
+}
+
 const kn_onnx_attr *kn__ox_attr(const kn_ox *x, const char *name) {
     size_t n = strlen(name);
     for (size_t i = 0; i < x->node->n_attrs; i++) {

@@ -64,6 +64,9 @@ extern const kn_ox_op kn__ox_ops_misc[];
  * the op exists but not at this opset. */
 const kn_ox_op *kn__ox_find(const char *op_type, size_t len, int64_t opset, bool *known);
 
+/* Whether the node is op `name` (converters shared by several ops). */
+bool kn__ox_is(const kn_ox *x, const char *name);
+
 /* ---- attributes (names are literals; the node's attribute of that name, any declared type) */
 const kn_onnx_attr *kn__ox_attr(const kn_ox *x, const char *name);
 int64_t kn__ox_int(const kn_ox *x, const char *name, int64_t def);

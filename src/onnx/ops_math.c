@@ -1,5 +1,6 @@
 /*
- * ops_math.c - ONNX elementwise ops onto kiln's: unary math and activations, binary arithmetic
+ * ops_math.c - ONNX elementwise ops onto kiln's: unary math (trigonometric and hyperbolic
+ * included) and activations, binary arithmetic
  * and comparisons (NumPy broadcasting, and the opset < 7 `broadcast`/`axis` form), variadic
  * Sum/Mean/Max/Min, Clip (attributes before opset 11, inputs after), Where, Cast, CastLike.
  */
@@ -7,11 +8,6 @@
 #include <string.h>
 
 #include "onnx/onnx_impl.h"
-
-static bool is_op(const kn_ox *x, const char *name) {
-    size_t n = strlen(name);
-    return x->node->op_type.n == n && !memcmp(x->node->op_type.p, name, n);
-}
 
 /* ---- unary ---- */
 
@@ -40,14 +36,17 @@ static const struct {
     {"Erf", kn_erf},     {"Floor", kn_floor},     {"Ceil", kn_ceil},
     {"Round", kn_round}, {"Sin", kn_sin},         {"Cos", kn_cos},
     {"Sign", kn_sign},   {"Not", kn_logical_not}, {"Softsign", softsign},
-    {"IsNaN", isnan_},   {"Softplus", softplus},
+    {"IsNaN", isnan_},   {"Softplus", softplus},  {"Tan", kn_tan},
+    {"Asin", kn_asin},   {"Acos", kn_acos},       {"Atan", kn_atan},
+    {"Sinh", kn_sinh},   {"Cosh", kn_cosh},       {"Asinh", kn_asinh},
+    {"Acosh", kn_acosh}, {"Atanh", kn_atanh},
 };
 
 static kn_status unary(kn_ox *x) {
     kn_tensor *a = kn__ox_need(x, 0);
     if (!a) return kn_last_status();
     for (size_t i = 0; i < sizeof unary_ops / sizeof *unary_ops; i++)
-        if (is_op(x, unary_ops[i].name)) return kn__ox_set(x, 0, unary_ops[i].fn(a));
+        if (kn__ox_is(x, unary_ops[i].name)) return kn__ox_set(x, 0, unary_ops[i].fn(a));
     return kn__err(KN_EINTERNAL, "no unary kernel");
 }
 
@@ -164,7 +163,7 @@ static kn_status binary(kn_ox *x) {
     kn_tensor *a = kn__ox_need(x, 0), *b = kn__ox_need(x, 1);
     if (!a || !b || !(b = legacy_align(x, a, b))) return kn_last_status();
     for (size_t i = 0; i < sizeof binary_ops / sizeof *binary_ops; i++)
-        if (is_op(x, binary_ops[i].name)) return kn__ox_set(x, 0, binary_ops[i].fn(a, b));
+        if (kn__ox_is(x, binary_ops[i].name)) return kn__ox_set(x, 0, binary_ops[i].fn(a, b));
     return kn__err(KN_EINTERNAL, "no binary kernel");
 }
 
@@ -198,13 +197,13 @@ static kn_status mod_(kn_ox *x) {
 static kn_status variadic(kn_ox *x) {
     kn_tensor *acc = kn__ox_need(x, 0);
     if (!acc) return kn_last_status();
-    binary_fn fn = is_op(x, "Max") ? kn_maximum : is_op(x, "Min") ? kn_minimum : kn_add;
+    binary_fn fn = kn__ox_is(x, "Max") ? kn_maximum : kn__ox_is(x, "Min") ? kn_minimum : kn_add;
     for (int i = 1; i < x->nin; i++) {
         kn_tensor *b = kn__ox_need(x, i);
         if (!b || !(acc = fn(acc, b))) return kn_last_status();
     }
     if (x->nin == 1) acc = kn_clone(acc);
-    if (is_op(x, "Mean")) acc = kn_div(acc, kn__ox_scalar_like(acc, x->nin));
+    if (kn__ox_is(x, "Mean")) acc = kn_div(acc, kn__ox_scalar_like(acc, x->nin));
     return kn__ox_set(x, 0, acc);
 }
 
@@ -262,6 +261,15 @@ const kn_ox_op kn__ox_ops_math[] = {
     {"Softsign", unary, 1, 0, false},
     {"Softplus", unary, 1, 0, false},
     {"IsNaN", unary, 1, 0, false},
+    {"Tan", unary, 7, 0, false},
+    {"Asin", unary, 7, 0, false},
+    {"Acos", unary, 7, 0, false},
+    {"Atan", unary, 7, 0, false},
+    {"Sinh", unary, 9, 0, false},
+    {"Cosh", unary, 9, 0, false},
+    {"Asinh", unary, 9, 0, false},
+    {"Acosh", unary, 9, 0, false},
+    {"Atanh", unary, 9, 0, false},
     {"IsInf", is_inf, 1, 0, false},
     {"LeakyRelu", leaky_relu, 1, 0, false},
     {"Elu", elu, 1, 0, false},

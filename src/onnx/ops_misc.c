@@ -1,6 +1,5 @@
 /*
- * ops_misc.c - ONNX ops onto kiln's that fit no other family: trigonometric and hyperbolic unary
- * ops (Tan, Asin, Acos, Atan, Sinh, Cosh, Asinh, Acosh, Atanh), Shrink,
+ * ops_misc.c - ONNX ops onto kiln's that fit no other family: Shrink,
  * MeanVarianceNormalization, CumSum (exclusive / reverse; static axis), OneHot (static depth and
  * values), Scatter / ScatterElements / ScatterND (reduction none / add / mul / max / min),
  * GatherND (batch_dims), TopK (static k), Einsum, Det (matrices up to 5x5), and NonZero /
@@ -22,11 +21,6 @@
 #include <string.h>
 
 #include "onnx/onnx_impl.h"
-
-static bool is_op(const kn_ox *x, const char *name) {
-    size_t n = strlen(name);
-    return x->node->op_type.n == n && !memcmp(x->node->op_type.p, name, n);
-}
 
 /* A 1-D int64 constant. */
 static kn_tensor *i64_vec(const int64_t *v, int64_t n) {
@@ -70,25 +64,6 @@ static double dtype_extreme(kn_dtype dt, bool high) {
     case KN_BOOL: return high ? 1 : 0;
     default: return high ? INFINITY : -INFINITY;
     }
-}
-
-/* ---- unary ---- */
-
-static const struct {
-    const char *name;
-    kn_tensor *(*fn)(kn_tensor *);
-} unary_ops[] = {
-    {"Tan", kn_tan},     {"Asin", kn_asin},   {"Acos", kn_acos},
-    {"Atan", kn_atan},   {"Sinh", kn_sinh},   {"Cosh", kn_cosh},
-    {"Asinh", kn_asinh}, {"Acosh", kn_acosh}, {"Atanh", kn_atanh},
-};
-
-static kn_status unary(kn_ox *x) {
-    kn_tensor *a = kn__ox_need(x, 0);
-    if (!a) return kn_last_status();
-    for (size_t i = 0; i < sizeof unary_ops / sizeof *unary_ops; i++)
-        if (is_op(x, unary_ops[i].name)) return kn__ox_set(x, 0, unary_ops[i].fn(a));
-    return kn__err(KN_EINTERNAL, "no unary kernel");
 }
 
 static kn_status shrink(kn_ox *x) {
@@ -826,15 +801,6 @@ static kn_status compress(kn_ox *x) {
 }
 
 const kn_ox_op kn__ox_ops_misc[] = {
-    {"Tan", unary, 7, 0, false},
-    {"Asin", unary, 7, 0, false},
-    {"Acos", unary, 7, 0, false},
-    {"Atan", unary, 7, 0, false},
-    {"Sinh", unary, 9, 0, false},
-    {"Cosh", unary, 9, 0, false},
-    {"Asinh", unary, 9, 0, false},
-    {"Acosh", unary, 9, 0, false},
-    {"Atanh", unary, 9, 0, false},
     {"Shrink", shrink, 9, 0, false},
     {"MeanVarianceNormalization", mvn, 9, 0, false},
     {"CumSum", cumsum, 11, 0, false},

@@ -8,17 +8,12 @@
 
 #include "onnx/onnx_impl.h"
 
-static bool is_op(const kn_ox *x, const char *name) {
-    size_t n = strlen(name);
-    return x->node->op_type.n == n && !memcmp(x->node->op_type.p, name, n);
-}
-
 static kn_status reduce(kn_ox *x) {
     kn_tensor *a = kn__ox_need(x, 0);
     if (!a) return kn_last_status();
     int r = kn_tensor_ndim(a);
     int64_t ax64[KN_MAX_DIMS];
-    int input_since = is_op(x, "ReduceSum") ? 13 : 18;
+    int input_since = kn__ox_is(x, "ReduceSum") ? 13 : 18;
     int n = x->opset < input_since ? kn__ox_ints(x, "axes", ax64, KN_MAX_DIMS)
             : kn__ox_in(x, 1)      ? kn__ox_in_ints(x, 1, ax64, KN_MAX_DIMS)
                                    : -1;
@@ -35,23 +30,23 @@ static kn_status reduce(kn_ox *x) {
     if (n == 0 && r == 0) return kn__ox_set(x, 0, kn_clone(a));
     bool keep = kn__ox_int(x, "keepdims", 1) != 0;
     kn_tensor *y;
-    if (is_op(x, "ReduceSum"))
+    if (kn__ox_is(x, "ReduceSum"))
         y = kn_sum(a, axes, n, keep);
-    else if (is_op(x, "ReduceMean"))
+    else if (kn__ox_is(x, "ReduceMean"))
         y = kn_mean(a, axes, n, keep);
-    else if (is_op(x, "ReduceMax"))
+    else if (kn__ox_is(x, "ReduceMax"))
         y = kn_amax(a, axes, n, keep);
-    else if (is_op(x, "ReduceMin"))
+    else if (kn__ox_is(x, "ReduceMin"))
         y = kn_amin(a, axes, n, keep);
-    else if (is_op(x, "ReduceProd"))
+    else if (kn__ox_is(x, "ReduceProd"))
         y = kn_prod(a, axes, n, keep);
-    else if (is_op(x, "ReduceL1"))
+    else if (kn__ox_is(x, "ReduceL1"))
         y = kn_sum(kn_abs(a), axes, n, keep);
-    else if (is_op(x, "ReduceL2"))
+    else if (kn__ox_is(x, "ReduceL2"))
         y = kn_sqrt(kn_sum(kn_mul(a, a), axes, n, keep));
-    else if (is_op(x, "ReduceSumSquare"))
+    else if (kn__ox_is(x, "ReduceSumSquare"))
         y = kn_sum(kn_mul(a, a), axes, n, keep);
-    else if (is_op(x, "ReduceLogSum"))
+    else if (kn__ox_is(x, "ReduceLogSum"))
         y = kn_log(kn_sum(a, axes, n, keep));
     else
         y = kn_logsumexp(a, axes, n, keep);
@@ -64,7 +59,7 @@ static kn_status arg(kn_ox *x) {
     int r = kn_tensor_ndim(a), axis;
     kn_status st = kn__ox_axis(kn__ox_int(x, "axis", 0), r, "axis", &axis);
     if (st) return st;
-    bool keep = kn__ox_int(x, "keepdims", 1) != 0, is_max = is_op(x, "ArgMax");
+    bool keep = kn__ox_int(x, "keepdims", 1) != 0, is_max = kn__ox_is(x, "ArgMax");
     if (kn__ox_int(x, "select_last_index", 0)) {
         /* the last of ties: the first in the reversed dim, mapped back */
         int64_t n = kn_tensor_shape(a)[axis];
