@@ -52,6 +52,18 @@ int kn_onnx_check_mem(const void *data, size_t n, FILE *report);
 /* Reads a serialized TensorProto file (input_0.pb). */
 kn_tensor *kn_onnx_read_tensor(const char *path);
 
+/* ---- export: a kiln graph as an ONNX model ----
+ * Writes the graph as traced (a traced, loaded or imported graph; compiling does not matter) as
+ * an ai.onnx ModelProto at `opset` 13..17 (0: 13), atomically (temp file + rename). Weights
+ * become initializers under their names (made unique); the symbolic batch stays the dim_param
+ * "batch". Ops: the inference ops of kiln (linear, conv2d, pools, batch_norm in eval mode,
+ * layer_norm, group_norm, elementwise and reductions, shape ops, softmax, gather, ...); a node
+ * without an ONNX mapping (training ops, losses, backward ops) is KN_EUNSUPPORTED naming the op
+ * and the node, and nothing is written. Errors: KN_EINVAL (NULL, bad opset), KN_EIO, KN_ENOMEM,
+ * KN_ELIMIT (over protobuf's 2 GiB). Thread safety: like reading the graph (one thread at a
+ * time per graph). */
+kn_status kn_onnx_export(kn_graph *g, const char *path, int opset);
+
 #ifdef __cplusplus
 }
 #endif

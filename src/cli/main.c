@@ -35,6 +35,8 @@ static void usage(FILE *f) {
             "  import MODEL.onnx -o FILE.kiln\n"
             "                     import an ONNX model into a kiln graph file (dim 0 stays\n"
             "                     symbolic when the model's is)\n"
+            "  export FILE.kiln -o MODEL.onnx [--opset N]\n"
+            "                     write a graph file as an ONNX model (opset 13..17, default 13)\n"
             "  run FILE -i x.npy [-i name=file.npy ...] -o OUTDIR\n"
             "                     run a graph file or .onnx model on .npy inputs (positional in\n"
             "                     input order, or by name); writes OUTDIR/<output name>.npy\n"
@@ -418,6 +420,33 @@ static int cmd_import(int argc, char **argv) {
     return st == KN_OK ? 0 : failed("import");
 }
 
+static int cmd_export(int argc, char **argv) {
+    const char *path = NULL, *out = NULL;
+    long long opset = 0;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "-o")) {
+            if (!(out = opt_arg(argc, argv, &i)))
+                return usage_err("export", "%s", "-o needs a file");
+        } else if (!strcmp(argv[i], "--opset")) {
+            const char *v = opt_arg(argc, argv, &i);
+            if (!parse_ll(v, 13, 17, &opset))
+                return usage_err("export", "--opset needs 13..17, got '%s'", v ? v : "");
+        } else if (argv[i][0] == '-' || path) {
+            return usage_err("export", "unexpected argument '%s'", argv[i]);
+        } else {
+            path = argv[i];
+        }
+    }
+    if (!path || !out)
+        return usage_err("export", "%s", "usage: kiln export FILE.kiln -o MODEL.onnx [--opset N]");
+    kn_graph *g = kn_graph_load(path);
+    if (!g) return failed("export");
+    kn_status st = kn_onnx_export(g, out, (int)opset);
+    if (st == KN_OK) printf("%s: opset %lld\n", out, opset ? opset : 13);
+    kn_graph_free(g);
+    return st == KN_OK ? 0 : failed("export");
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -554,6 +583,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "run")) return cmd_run(argc, argv);
     if (!strcmp(cmd, "check")) return cmd_check(argc, argv);
     if (!strcmp(cmd, "import")) return cmd_import(argc, argv);
+    if (!strcmp(cmd, "export")) return cmd_export(argc, argv);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
     if (!strcmp(cmd, "cpu")) {
         printf("cpu features: %s\nthreads: %d\nblas: %s\n", kn_cpu_features(), kn_get_num_threads(),

@@ -115,10 +115,13 @@ kn_status kn__g_symbolic_from(kn_graph *g, const kn_graph *h, int64_t b, int64_t
                                d, v, (long long)x->shape[d], (long long)b, (long long)y->shape[d],
                                (long long)b2);
         if (x->kind == GV_WEIGHT) {
+            /* by value: a constant may be a view (a transposed initializer) */
             size_t bytes = (size_t)kn_tensor_numel(x->data) * kn_dtype_size(x->dtype);
-            bool same = kn_tensor_numel(x->data) == kn_tensor_numel(y->data) &&
-                        kn_tensor_is_contiguous(x->data) && kn_tensor_is_contiguous(y->data) &&
-                        !memcmp(kn__ptr(x->data), kn__ptr(y->data), bytes);
+            kn_tensor *cx = kn__contig(x->data), *cy = kn__contig(y->data);
+            bool same = cx && cy && kn_tensor_numel(cx) == kn_tensor_numel(cy) &&
+                        !memcmp(kn__ptr(cx), kn__ptr(cy), bytes);
+            kn_tensor_free(cx);
+            kn_tensor_free(cy);
             if (!same)
                 return kn__err(KN_ESHAPE, "symbolic batch: constant '%s' depends on the batch",
                                x->name ? x->name : "?");
