@@ -1,7 +1,8 @@
 /*
  * kiln/onnx.h - ONNX interop: import a .onnx model as a kiln graph (then compile, run, save it as
- * .kiln like any traced graph), check a model for unsupported ops before running anything, and
- * read ONNX TensorProto files (the inputs and outputs of ONNX's test data).
+ * .kiln like any traced graph), check a model for unsupported ops before running anything,
+ * export a kiln graph as an ONNX model, and read ONNX TensorProto files (the inputs and outputs
+ * of ONNX's test data).
  *
  * Supported: the ai.onnx domain, opsets 7..17 with per-opset semantics; initializers (raw, typed
  * or external data next to the model) become the graph's weights under their ONNX names.
