@@ -3,8 +3,10 @@
  * LeNet, fused elementwise chains, every pass switched off in turn), the symbolic batch, the
  * allocation-free run, guarded tracing, conv+batchnorm folding (with a tolerance), and errors.
  */
+#include "kernels/gemm.h"
 #include "kn_test.h"
 #include "kt_models.h"
+#include "ops/op_impl.h"
 
 extern uint64_t kn__alloc_count(void);
 
@@ -104,6 +106,68 @@ static void test_fused_chain_bit_exact(void) {
         KT_TRUE(same_bits(y[1], e[1]));
     }
     kn_graph_free(g);
+    kn_scope_end(s);
+}
+
+/* prepack: a frozen MLP's f32 linears become linear_packed (on AVX-512 machines), within float
+ * rounding of eager at batch 1, 13 (a row tail) and 64, with no allocation per run; the packed
+ * kernel equals its reference bit for bit; switching the pass off restores plain linear */
+static void test_prepack(void) {
+    kn_scope s = kn_scope_begin();
+    kn_manual_seed(6);
+    kn_module *m = mlp();
+    int64_t shape[4] = {13, 1, 28, 28};
+    kn_tensor *x = kn_randn(KN_F32, 4, shape);
+    kn_graph *g = kn_trace_module(m, x);
+    KT_NOTNULL(g);
+    KT_OK(kn_graph_compile(g, &(kn_compile_opts){.freeze = true}));
+    char buf[8192] = "";
+    FILE *f = fmemopen(buf, sizeof buf - 1, "w");
+    KT_OK(kn_graph_print(g, f, false, 0));
+    fclose(f);
+    bool packed = strstr(buf, "linear_packed") != NULL;
+    KT_TRUE(packed == kn__sgemm_packed_available());
+    int64_t batches[3] = {1, 13, 64};
+    for (int i = 0; i < 3; i++) {
+        shape[0] = batches[i];
+        kn_tensor *xi = kn_randn(KN_F32, 4, shape), *y = NULL;
+        KT_EQ_INT(1, kn_graph_run(g, &xi, 1, &y, 1));
+        KT_CLOSE(y, eager_eval(m, xi), 1e-5, 1e-4);
+        uint64_t before = kn__alloc_count();
+        KT_OK(kn_graph_run_into(g, &xi, 1, &y, 1));
+        KT_EQ_INT(0, kn__alloc_count() - before);
+    }
+    KT_OK(kn_graph_compile(g, &(kn_compile_opts){.freeze = true, .disable = KN_PASS_PREPACK}));
+    f = fmemopen(buf, sizeof buf - 1, "w");
+    KT_OK(kn_graph_print(g, f, false, 0));
+    fclose(f);
+    KT_TRUE(strstr(buf, "linear_packed") == NULL);
+    kn_graph_free(g);
+    kn_module_free(m);
+    /* the kernel against the op's reference loops (the same order per output: the same bits),
+     * over row, column and reduction tails, with and without a bias */
+    const int64_t Ms[] = {1, 5, 13, 64}, Ns[] = {32, 45, 100}, Ks[] = {1, 7, 300};
+    for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 3; b++)
+            for (int c = 0; c < 3; c++) {
+                int64_t M = Ms[a], N = Ns[b], K = Ks[c], P = kn__sgemm_packed_size(N, K);
+                kn_tensor *w = kn_randn(KN_F32, 2, (int64_t[]){N, K});
+                kn_tensor *wp = kn_zeros(KN_F32, 1, &P);
+                kn__sgemm_pack_wt(kn_tensor_data(w), K, N, K, kn_tensor_data(wp));
+                kn_tensor *in[3] = {kn_randn(KN_F32, 2, (int64_t[]){M, K}), wp,
+                                    kn_randn(KN_F32, 1, &N)};
+                kn_attrs at = {0};
+                kn_attrs_set_int(&at, "out", N);
+                kn_attrs_set_int(&at, "in", K);
+                int nin = 2 + (int)((a + b + c) % 2);
+                kn_tensor *y = NULL, *yr = NULL;
+                KT_EQ_INT(1, kn_op_call("linear_packed", in, nin, &at, &y, 1));
+                bool prev = kn__force_ref(true);
+                KT_EQ_INT(1, kn_op_call("linear_packed", in, nin, &at, &yr, 1));
+                kn__force_ref(prev);
+                KT_TRUE(same_bits(y, yr));
+                KT_CLOSE(y, kn_linear(in[0], w, nin == 3 ? in[2] : NULL), 1e-4, 1e-4);
+            }
     kn_scope_end(s);
 }
 
@@ -566,6 +630,7 @@ int main(void) {
     KT_RUN(test_trace_check_catches_branch);
     KT_RUN(test_trace_check_catches_batch_constant);
     KT_RUN(test_conv_bn_fold);
+    KT_RUN(test_prepack);
     KT_RUN(test_bad_inputs);
     KT_RUN(test_plan_cache_bounded);
     return kt_finish();

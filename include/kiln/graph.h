@@ -77,11 +77,13 @@ enum {
     KN_PASS_INPLACE = 1 << 7,  /* the planner lets elementwise ops overwrite a dying input */
     KN_PASS_EARLY_UPDATE = 1 << 8, /* optimizer updates run as soon as nothing else reads */
     KN_PASS_UPDATE_FUSE = 1 << 9,  /* a weight-gradient GEMM is applied block by block */
-    KN_PASS_ALL = 0x3ff,
+    KN_PASS_PREPACK = 1 << 10,     /* f32 linear weights packed once for the GEMM (freeze only) */
+    KN_PASS_ALL = 0x7ff,
 };
 typedef struct kn_compile_opts {
     unsigned disable; /* KN_PASS_* bits to switch off (bisecting) */
-    bool freeze;      /* weights are constants (inference): enables folding them and conv+bn */
+    bool freeze;      /* weights are constants (inference): enables folding them, conv+bn and
+                         prepacking */
 } kn_compile_opts;
 /* Runs the passes (NULL opts: all passes, no freeze). Compiling again starts from the traced
  * graph, so passes can be toggled. Plans are built lazily per batch size. $KILN_GRAPH_DISABLE

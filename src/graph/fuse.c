@@ -38,7 +38,8 @@ static bool same_geom(const kn_gval *a, const kn_gval *b) {
 static bool is_producer(const kn_gnode *n) {
     if (!n->op) return false;
     const char *nm = n->op->name;
-    return !strcmp(nm, "linear") || !strcmp(nm, "matmul") || !strcmp(nm, "conv2d");
+    return !strcmp(nm, "linear") || !strcmp(nm, "matmul") || !strcmp(nm, "conv2d") ||
+           !strcmp(nm, "linear_packed");
 }
 
 typedef struct {

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include "graph/graph_impl.h"
+#include "kernels/gemm.h"
 #include "optim/optim_impl.h"
 
 static bool pinned(const kn_gnode *n) {
@@ -350,6 +351,45 @@ kn_status kn__g_conv_bn(kn_graph *g) {
     return st ? st : kn__g_compact(g);
 }
 
+/* ---- prepack: f32 linear -> linear_packed with the weight packed once ----
+ * The weight (a constant of the frozen graph) is packed at compile time for the AVX-512 kernel
+ * (kernels/x86/sgemm_packed_avx512.c), so a run no longer packs it inside the GEMM. Each output
+ * sums the same terms in another order than the GEMM path: frozen graphs only, tested with a
+ * tolerance. Only where the kernel runs (AVX-512F) and the layer has at least 32 outputs (a
+ * panel of 32 columns would be mostly padding below that). */
+kn_status kn__g_prepack(kn_graph *g) {
+    if (!kn__sgemm_packed_available()) return KN_OK;
+    kn_status st = KN_OK;
+    for (int i = 0; i < g->nnodes && st == KN_OK; i++) {
+        kn_gnode *n = &g->nodes[i];
+        if (n->dead || !is_op(n, "linear") || n->sym_attr) continue;
+        const kn_gval *x = &g->vals[n->in[0]], *w = &g->vals[n->in[1]];
+        if (x->dtype != KN_F32 || w->kind != GV_WEIGHT || w->ndim != 2 || w->shape[0] < 32 ||
+            (n->nin > 2 && g->vals[n->in[2]].kind != GV_WEIGHT))
+            continue;
+        int64_t N = w->shape[0], K = w->shape[1], size = kn__sgemm_packed_size(N, K);
+        kn_tensor *wc = kn__contig(w->data);
+        kn_tensor *wp = wc ? kn__tensor_alloc(KN_F32, 1, &size) : NULL;
+        if (!wp) {
+            kn_tensor_free(wc);
+            return kn_last_status();
+        }
+        kn__sgemm_pack_wt((const float *)kn__ptr(wc), K, N, K, (float *)kn__ptr(wp));
+        kn_tensor_free(wc);
+        int v = folded_weight(g, wp);
+        kn_tensor_free(wp);
+        if (v < 0) return kn_last_status();
+        n = &g->nodes[i]; /* adding a value does not move nodes, but stay safe */
+        n->in[1] = v;
+        n->op = &kn__op_linear_packed;
+        kn_attrs at = {0};
+        kn_attrs_set_int(&at, "out", N);
+        kn_attrs_set_int(&at, "in", K);
+        n->attrs = at;
+    }
+    return st ? st : kn__g_compact(g);
+}
+
 /* ---- early updates ----
  * Moves each node that mutates an input (optimizer_update) to just after the last node that
  * reads any of its inputs, directly or through views (a later reader must not see the new
@@ -553,6 +593,7 @@ static unsigned env_disabled(void) {
                  {"inplace", KN_PASS_INPLACE},
                  {"early_upd", KN_PASS_EARLY_UPDATE},
                  {"upd_gemm", KN_PASS_UPDATE_FUSE},
+                 {"prepack", KN_PASS_PREPACK},
                  {"all", KN_PASS_ALL}};
     const char *e = getenv("KILN_GRAPH_DISABLE");
     unsigned bits = 0;
@@ -583,6 +624,7 @@ kn_status kn_graph_compile(kn_graph *g, const kn_compile_opts *opts) {
         {KN_PASS_SIMPLIFY, "simplify"},
         {KN_PASS_CSE, "cse"},
         {KN_PASS_DCE, "dce"},
+        {KN_PASS_PREPACK, "prepack"},
         {KN_PASS_FUSE, "fuse"},
         {KN_PASS_EARLY_UPDATE, "early_upd"},
         {KN_PASS_UPDATE_FUSE, "upd_gemm"},
@@ -604,6 +646,7 @@ kn_status kn_graph_compile(kn_graph *g, const kn_compile_opts *opts) {
         case KN_PASS_FUSE: st = kn__g_fuse(g, !(o.disable & KN_PASS_EPILOGUE)); break;
         case KN_PASS_EARLY_UPDATE: st = kn__g_early_updates(g); break;
         case KN_PASS_UPDATE_FUSE: st = kn__g_fuse_updates(g); break;
+        case KN_PASS_PREPACK: st = o.freeze ? kn__g_prepack(g) : KN_OK; break;
         }
         if (st) return st;
         int groups = 0;

@@ -31,17 +31,14 @@ void kn__dgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, 
                int64_t lda, const double *B, int64_t ldb, double beta, double *C, int64_t ldc);
 
 /* Blocked portable kernel (packing + register-tiled micro-kernel, OpenMP over tiles). */
-void kn__sgemm_ref(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
-                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                   int64_t ldc);
-void kn__dgemm_ref(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha,
-                   const double *A, int64_t lda, const double *B, int64_t ldb, double beta,
-                   double *C, int64_t ldc);
+void kn__sgemm_ref(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                   int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+void kn__dgemm_ref(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double *A,
+                   int64_t lda, const double *B, int64_t ldb, double beta, double *C, int64_t ldc);
 
 /* Triple loop, single-threaded; tests only. */
-void kn__sgemm_naive(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
-                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                     float *C, int64_t ldc);
+void kn__sgemm_naive(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                     int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 void kn__dgemm_naive(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha,
                      const double *A, int64_t lda, const double *B, int64_t ldb, double beta,
                      double *C, int64_t ldc);
@@ -51,6 +48,16 @@ void kn__dgemm_naive(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double a
 void kn__gemm(kn_dtype dt, bool ref, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
               double alpha, const void *A, int64_t lda, const void *B, int64_t ldb, double beta,
               void *C, int64_t ldc);
+
+/* ---- y = x W^T (+ b) with W packed once (sgemm_packed_avx512.c; the prepack pass) ----
+ * kn__sgemm_pack_wt packs W (N x K, row stride ldw) into wp of kn__sgemm_packed_size(N, K)
+ * floats (64-byte aligned). kn__sgemm_packed computes c (M x N, ldc) = x (M x K, ldx) W^T + bias
+ * (bias: N values or NULL); false, doing nothing, without AVX-512F or with a misaligned wp. */
+bool kn__sgemm_packed_available(void);
+int64_t kn__sgemm_packed_size(int64_t N, int64_t K);
+void kn__sgemm_pack_wt(const float *w, int64_t ldw, int64_t N, int64_t K, float *wp);
+bool kn__sgemm_packed(int64_t M, int64_t N, int64_t K, const float *x, int64_t ldx, const float *wp,
+                      const float *bias, float *c, int64_t ldc);
 
 /* True when kn__sgemm uses OpenBLAS. */
 bool kn__gemm_uses_blas(void);

@@ -16,6 +16,8 @@
  */
 #include <omp.h>
 
+#include <math.h>
+
 #include "kernels/gemm.h"
 #include "ops/op_impl.h"
 
@@ -400,7 +402,75 @@ static const kn_opdef op_linear = {
     .doc = "y = x W^T + b; x (*, in), W (out, in), b (out) optional",
 };
 
-const kn_opdef *const kn__ops_linalg[] = {&op_matmul, &op_linear, NULL};
+/* ============================== linear_packed ==============================
+ * linear with its weight packed ahead of time (kernels/gemm.h, kn__sgemm_pack_wt): what the
+ * graph compiler's prepack pass turns a frozen graph's f32 linear into. Inputs x (*, in), wp (the
+ * packed W, 1-D), b (out) optional; attrs "out", "in". Inference only (no backward). */
+static kn_status linear_packed_infer(kn_opctx *c) {
+    kn_status st = kn__same_dtype(c, 0, c->nin - 1);
+    if (st != KN_OK) return st;
+    const kn_tensor *x = c->in[0], *wp = c->in[1];
+    int64_t N = kn__attr_int(c->attrs, "out", -1), K = kn__attr_int(c->attrs, "in", -1);
+    char s1[128];
+    if (N < 1 || K < 1 || wp->ndim != 1 || wp->shape[0] != kn__sgemm_packed_size(N, K))
+        return kn__err(KN_ESHAPE, "linear_packed: packed weight %s does not hold (%lld, %lld)",
+                       kn__shape_str(s1, sizeof s1, wp->ndim, wp->shape), (long long)N,
+                       (long long)K);
+    if (x->ndim < 1 || x->shape[x->ndim - 1] != K)
+        return kn__err(KN_ESHAPE, "linear_packed: input %s does not end in %lld",
+                       kn__shape_str(s1, sizeof s1, x->ndim, x->shape), (long long)K);
+    if (c->nin == 3 && (c->in[2]->ndim != 1 || c->in[2]->shape[0] != N))
+        return kn__err(KN_ESHAPE, "linear_packed: bias does not have %lld values", (long long)N);
+    kn__out_like(c, 0, x, x->dtype);
+    c->out_shape[0][x->ndim - 1] = N;
+    return KN_OK;
+}
+
+static kn_status linear_packed_run(kn_opctx *c, bool ref) {
+    int64_t N = kn__attr_int(c->attrs, "out", 1), K = kn__attr_int(c->attrs, "in", 1);
+    kn_tensor *x = kn__contig(c->in[0]), *b = c->nin == 3 ? kn__contig(c->in[2]) : NULL;
+    kn_status st = x && (c->nin < 3 || b) ? KN_OK : kn_last_status();
+    int64_t M = x ? kn_tensor_numel(x) / K : 0;
+    const float *px = x ? (const float *)kn__ptr(x) : NULL, *wp = (const float *)kn__ptr(c->in[1]);
+    const float *pb = b ? (const float *)kn__ptr(b) : NULL;
+    float *y = (float *)kn__ptr(c->out[0]);
+    if (st == KN_OK && (ref || !kn__sgemm_packed(M, N, K, px, K, wp, pb, y, N))) {
+        /* reference: the same order per output (bias, then k ascending), plain loops */
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t n = 0; n < N; n++) {
+                const float *col = wp + (n / 32) * K * 32 + n % 32;
+                float acc = pb ? pb[n] : 0.0f;
+                for (int64_t k = 0; k < K; k++)
+                    acc = fmaf(px[m * K + k], col[k * 32], acc);
+                y[m * N + n] = acc;
+            }
+    }
+    kn_tensor_free(x);
+    kn_tensor_free(b);
+    return st;
+}
+
+static kn_status linear_packed_forward(kn_opctx *c) {
+    return linear_packed_run(c, false);
+}
+static kn_status linear_packed_forward_ref(kn_opctx *c) {
+    return linear_packed_run(c, true);
+}
+
+const kn_opdef kn__op_linear_packed = {
+    .name = "linear_packed",
+    .min_in = 2,
+    .max_in = 3,
+    .nout = 1,
+    .dtypes = KN_DT(KN_F32),
+    .flags = KN_OPF_INTERNAL,
+    .infer = linear_packed_infer,
+    .forward = linear_packed_forward,
+    .forward_ref = linear_packed_forward_ref,
+    .doc = "linear with a weight packed by the prepack pass (frozen graphs); attrs out, in",
+};
+
+const kn_opdef *const kn__ops_linalg[] = {&op_matmul, &op_linear, &kn__op_linear_packed, NULL};
 
 kn_tensor *kn_matmul(kn_tensor *a, kn_tensor *b) {
     kn_tensor *in[2] = {a, b};

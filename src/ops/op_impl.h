@@ -149,6 +149,8 @@ extern const kn_opdef *const kn__ops_norm[];
 extern const kn_opdef *const kn__ops_loss[];
 extern const kn_opdef *const kn__ops_index[];
 extern const kn_opdef *const kn__ops_stats[];
+/* linear with a pre-packed weight (linalg.c): the graph compiler's prepack pass emits it */
+extern const kn_opdef kn__op_linear_packed;
 
 /* ---- the autograd layer plugs in here (set by src/autograd/ at load time), so ops do not
  * depend on the layer above them ---- */
