@@ -216,6 +216,28 @@ static void test_symbolic_with_view_constant(void) {
     kn_graph_free(gr);
 }
 
+/* regression: a shape from the file asking for 40 TB is an error naming the node (it aborted
+ * under the sanitizers before the allocator refused sizes beyond physical memory) */
+static void test_huge_shape(void) {
+    int64_t big[3] = {100000, 100000, 1000}, d[1] = {1};
+    enc t = {0}, a = {0}, g = {0}, m = {0};
+    put_int(&t, 1, 3);
+    put_int(&t, 2, 7);
+    put_packed_int(&t, 7, big, 3);
+    put_str(&a, 1, "value");
+    put_msg(&a, 5, &t);
+    put_int(&a, 20, 4);
+    enc n = {0};
+    put_str(&n, 2, "s");
+    put_str(&n, 4, "Constant");
+    put_msg(&n, 5, &a);
+    put_msg(&g, 1, &n);
+    node(&g, "ConstantOfShape", "s", NULL, "y", NULL);
+    kt_value_info(&g, 12, "y", 1, 1, d);
+    model_of(&m, &g, 13);
+    KT_ERR(KN_ENOMEM, kn_onnx_import_mem(m.b, m.n, NULL, NULL), "node 1 (ConstantOfShape)");
+}
+
 /* a model with one initializer W (2x2 float) as external data in `loc` */
 static void external_model(enc *m, const char *loc, int64_t length) {
     enc g = {0}, t = {0}, kv1 = {0}, kv2 = {0};
@@ -346,6 +368,7 @@ int main(void) {
     KT_RUN(test_softmax_opsets);
     KT_RUN(test_shape_input_frozen);
     KT_RUN(test_symbolic_with_view_constant);
+    KT_RUN(test_huge_shape);
     KT_RUN(test_external_data);
     KT_RUN(test_check_report);
     KT_RUN(test_hostile);

@@ -3,6 +3,7 @@
  * run" test reads the counter) and can inject a failure after N calls (tests of ENOMEM paths).
  */
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "core/core_impl.h"
 
@@ -105,10 +106,26 @@ void *kn__aligned_alloc(size_t n) {
     return p;
 }
 
+/* Physical memory: a tensor larger than it can never be backed (untrusted shapes ask for such
+ * sizes; refusing them here gives the same error in every build, sanitizers included). */
+static size_t phys_bytes(void) {
+    static size_t v;
+    if (!v) {
+        long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+        v = pages > 0 && size > 0 ? (size_t)pages * (size_t)size : (size_t)1 << 40;
+    }
+    return v;
+}
+
 static void *aligned_alloc_raw(size_t n) {
     size_t cap = (n + 4095) & ~(size_t)4095;
     if (cap < n || cap + KN_HDR < cap)
         return kn__errp(KN_ELIMIT, "allocation of %zu bytes overflows", n);
+    if (n > phys_bytes())
+        return kn__errp(KN_ENOMEM,
+                        "allocation of %zu bytes is more than this machine's memory "
+                        "(%zu bytes)",
+                        n, phys_bytes());
     if (should_fail()) return kn__errp(KN_ENOMEM, "out of memory allocating %zu bytes", n);
     if (cap >= KN_CACHE_MIN) {
         pthread_mutex_lock(&g_cache_mu);
