@@ -504,12 +504,15 @@ static void free3(kn_tensor **t) {
 
 static void relu_pass(kn_tensor *y) {
     int64_t n = kn__numel(y->ndim, y->shape);
+    int nth = kn__threads();
     if (y->dtype == KN_F32) {
         float *v = (float *)kn__ptr(y);
+#pragma omp parallel for num_threads(nth) if (n > 65536) schedule(static)
         for (int64_t i = 0; i < n; i++)
             v[i] = v[i] > 0 ? v[i] : (v[i] != v[i] ? v[i] : 0.0f);
     } else {
         double *v = (double *)kn__ptr(y);
+#pragma omp parallel for num_threads(nth) if (n > 65536) schedule(static)
         for (int64_t i = 0; i < n; i++)
             v[i] = v[i] > 0 ? v[i] : (v[i] != v[i] ? v[i] : 0.0);
     }
