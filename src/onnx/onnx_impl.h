@@ -59,6 +59,7 @@ extern const kn_ox_op kn__ox_ops_loss[];
 extern const kn_ox_op kn__ox_ops_resize[];
 extern const kn_ox_op kn__ox_ops_rnn[];
 extern const kn_ox_op kn__ox_ops_misc[];
+extern const kn_ox_op kn__ox_ops_quant[];
 
 /* The converter for op_type at this opset: NULL when unknown; *known (may be NULL) is set when
  * the op exists but not at this opset. */
