@@ -302,7 +302,8 @@ typedef struct vslot {
     kn_onnx_str name;
     kn_tensor *t;
     bool is_static;
-    int input; /* index among the graph's inputs, or -1 */
+    int input;     /* index among the graph's inputs, or -1 */
+    uint64_t deps; /* bit i: computed from graph input i (inputs beyond 64: not tracked) */
 } vslot;
 
 typedef struct kn_ox_imp {
@@ -319,6 +320,7 @@ typedef struct kn_ox_imp {
     char **names;    /* NUL-terminated copies: input names, output names, initializer names */
     bool may_freeze; /* example inputs given: shape inputs may be frozen */
     bool frozen[KN_OX_MAX_IO]; /* inputs frozen to their example values */
+    vslot *in_slot[KN_OX_MAX_IO];
 } imp;
 
 static size_t hash_str(kn_onnx_str s) {
@@ -332,7 +334,7 @@ static vslot *tab_find(imp *im, kn_onnx_str name, bool insert) {
     if (!im->cap) return NULL;
     for (size_t i = hash_str(name) & (im->cap - 1);; i = (i + 1) & (im->cap - 1)) {
         vslot *s = &im->tab[i];
-        if (!s->name.p) return insert ? (s->name = name, s->input = -1, s) : NULL;
+        if (!s->name.p) return insert ? (s->name = name, s->input = -1, s->deps = 0, s) : NULL;
         if (s->name.n == name.n && !memcmp(s->name.p, name.p, name.n)) return s;
     }
 }
@@ -416,17 +418,30 @@ static kn_status imp_init(imp *im, const kn_onnx_model *m, const char *base_dir)
     return KN_OK;
 }
 
-/* A graph input used as a shape / axes / pads: frozen to the example's value (see header). */
+/* A value used as a shape / axes / pads that is a graph input, or is computed only from integer
+ * graph inputs (a size cast to float for Range): those inputs are frozen to the example's values
+ * (see the header). A value computed from float data is never frozen. */
 static kn_status freeze_input(const kn_ox *x, int i) {
     imp *im = x->imp;
     vslot *s = tab_find(im, x->node->inputs[i], false);
-    if (!im->may_freeze || !s || s->input < 0) return KN_EUNSUPPORTED;
-    if (!im->frozen[s->input])
-        kn__log(2,
-                "onnx import: input '%.*s' is used as a shape or index argument: frozen to the "
-                "example's value",
-                (int)s->name.n, s->name.p);
-    im->frozen[s->input] = true;
+    if (!im->may_freeze || !s || !s->deps) return KN_EUNSUPPORTED;
+    for (int k = 0; k < im->nin && s->input < 0; k++)
+        if (((s->deps >> k) & 1) && !im->in_slot[k]) return KN_EUNSUPPORTED;
+    for (int k = 0; k < im->nin && s->input < 0; k++)
+        if ((s->deps >> k) & 1) {
+            kn_dtype dt = kn_tensor_dtype(im->in_slot[k]->t);
+            if (kn_dtype_is_float(dt)) return KN_EUNSUPPORTED;
+        }
+    for (int k = 0; k < im->nin; k++) {
+        if (!((s->deps >> k) & 1)) continue;
+        if (!im->frozen[k])
+            kn__log(2,
+                    "onnx import: input '%.*s' is used (through '%.*s') as a shape or index "
+                    "argument: frozen to the example's value",
+                    (int)im->in_slot[k]->name.n, im->in_slot[k]->name.p, (int)s->name.n, s->name.p);
+        im->frozen[k] = true;
+        im->in_slot[k]->is_static = true;
+    }
     s->is_static = true;
     return KN_OK;
 }
@@ -450,6 +465,7 @@ static kn_status run_node(imp *im, size_t idx) {
                .nin = (int)nd->n_inputs,
                .nout = (int)nd->n_outputs};
     bool all_static = true;
+    uint64_t deps = 0;
     for (int i = 0; i < x.nin; i++) {
         if (!nd->inputs[i].n) continue;
         vslot *s = tab_find(im, nd->inputs[i], false);
@@ -459,6 +475,7 @@ static kn_status run_node(imp *im, size_t idx) {
         x.in[i] = s->t;
         x.in_static[i] = s->is_static;
         all_static &= s->is_static;
+        deps |= s->deps;
     }
     for (int i = 0; i < x.nout; i++)
         x.want[i] = nd->outputs[i].n > 0;
@@ -472,6 +489,7 @@ static kn_status run_node(imp *im, size_t idx) {
         vslot *s = tab_find(im, nd->outputs[i], true);
         s->t = x.out[i];
         s->is_static = all_static || op->shape_only;
+        s->deps = s->is_static ? 0 : deps;
     }
     return KN_OK;
 }
@@ -503,6 +521,8 @@ static int run_graph(void *user, kn_tensor *const *in, int nin, kn_tensor **out,
         s->t = in[i];
         s->is_static = im->frozen[i];
         s->input = i;
+        s->deps = i < 64 ? (uint64_t)1 << i : 0;
+        im->in_slot[i] = s;
     }
     for (size_t i = 0; i < g->n_nodes; i++) {
         const kn_onnx_node *nd = &g->nodes[i];

@@ -1,13 +1,30 @@
 /*
  * ops_math.c - ONNX elementwise ops onto kiln's: unary math (trigonometric and hyperbolic
- * included) and activations, binary arithmetic
- * and comparisons (NumPy broadcasting, and the opset < 7 `broadcast`/`axis` form), variadic
- * Sum/Mean/Max/Min, Clip (attributes before opset 11, inputs after), Where, Cast, CastLike.
+ * included) and activations, binary arithmetic and comparisons (NumPy broadcasting, and the
+ * opset < 7 `broadcast`/`axis` form), variadic Sum/Mean/Max/Min, Clip (attributes before opset
+ * 11, inputs after), Where, Cast, CastLike. float16 / bfloat16 inputs of the unary, binary,
+ * Mod and variadic ops are computed in f32 and rounded back.
  */
 #include <math.h>
 #include <string.h>
 
 #include "onnx/onnx_impl.h"
+
+/* ---- float16 / bfloat16: kiln stores them; the math runs in f32 and rounds back ---- */
+static int widen_half(kn_ox *x) {
+    int hd = -1;
+    for (int i = 0; i < x->nin; i++) {
+        kn_dtype dt = x->in[i] ? kn_tensor_dtype(x->in[i]) : KN_F32;
+        if (dt != KN_F16 && dt != KN_BF16) continue;
+        hd = (int)dt;
+        x->in[i] = kn_cast(x->in[i], KN_F32);
+    }
+    return hd;
+}
+
+static kn_tensor *narrow(kn_tensor *r, int hd) {
+    return r && hd >= 0 && kn_tensor_dtype(r) == KN_F32 ? kn_cast(r, (kn_dtype)hd) : r;
+}
 
 /* ---- unary ---- */
 
@@ -43,10 +60,12 @@ static const struct {
 };
 
 static kn_status unary(kn_ox *x) {
+    int hd = widen_half(x);
     kn_tensor *a = kn__ox_need(x, 0);
     if (!a) return kn_last_status();
     for (size_t i = 0; i < sizeof unary_ops / sizeof *unary_ops; i++)
-        if (kn__ox_is(x, unary_ops[i].name)) return kn__ox_set(x, 0, unary_ops[i].fn(a));
+        if (kn__ox_is(x, unary_ops[i].name))
+            return kn__ox_set(x, 0, narrow(unary_ops[i].fn(a), hd));
     return kn__err(KN_EINTERNAL, "no unary kernel");
 }
 
@@ -160,10 +179,12 @@ static const struct {
 };
 
 static kn_status binary(kn_ox *x) {
+    int hd = widen_half(x);
     kn_tensor *a = kn__ox_need(x, 0), *b = kn__ox_need(x, 1);
     if (!a || !b || !(b = legacy_align(x, a, b))) return kn_last_status();
     for (size_t i = 0; i < sizeof binary_ops / sizeof *binary_ops; i++)
-        if (kn__ox_is(x, binary_ops[i].name)) return kn__ox_set(x, 0, binary_ops[i].fn(a, b));
+        if (kn__ox_is(x, binary_ops[i].name))
+            return kn__ox_set(x, 0, narrow(binary_ops[i].fn(a, b), hd));
     return kn__err(KN_EINTERNAL, "no binary kernel");
 }
 
@@ -176,6 +197,7 @@ static kn_status pow_(kn_ox *x) {
 }
 
 static kn_status mod_(kn_ox *x) {
+    int hd = widen_half(x);
     kn_tensor *a = kn__ox_need(x, 0), *b = kn__ox_need(x, 1);
     if (!a || !b) return kn_last_status();
     kn_tensor *q = kn_div(a, b);
@@ -190,11 +212,12 @@ static kn_status mod_(kn_ox *x) {
         kn_tensor *fix = kn_logical_and(kn_ne(r, zero), kn_ne(kn_lt(r, zero), kn_lt(b, zero)));
         r = kn_where(fix, kn_add(r, b), r);
     }
-    return kn__ox_set(x, 0, r);
+    return kn__ox_set(x, 0, narrow(r, hd));
 }
 
 /* Sum / Mean / Max / Min of any number of inputs, broadcasting */
 static kn_status variadic(kn_ox *x) {
+    int hd = widen_half(x);
     kn_tensor *acc = kn__ox_need(x, 0);
     if (!acc) return kn_last_status();
     binary_fn fn = kn__ox_is(x, "Max") ? kn_maximum : kn__ox_is(x, "Min") ? kn_minimum : kn_add;
@@ -204,7 +227,7 @@ static kn_status variadic(kn_ox *x) {
     }
     if (x->nin == 1) acc = kn_clone(acc);
     if (kn__ox_is(x, "Mean")) acc = kn_div(acc, kn__ox_scalar_like(acc, x->nin));
-    return kn__ox_set(x, 0, acc);
+    return kn__ox_set(x, 0, narrow(acc, hd));
 }
 
 static kn_status clip(kn_ox *x) {

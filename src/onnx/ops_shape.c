@@ -3,7 +3,8 @@
  * Reshape, Flatten, Transpose, Squeeze / Unsqueeze (axes as attribute before opset 13, as input
  * after), Concat, Split, Slice (attributes before opset 10; negative steps), Gather,
  * GatherElements, Expand, ConstantOfShape, Range, Tile, Pad (constant / reflect / edge; pads as
- * attribute before opset 11), Trilu, DepthToSpace, SpaceToDepth, EyeLike.
+ * attribute before opset 11), Trilu, DepthToSpace, SpaceToDepth, EyeLike, and the window
+ * functions (Hann, Hamming, Blackman), which are constants of their static size.
  *
  * Index arithmetic that kiln's view ops cannot express (negative-step slices, edge padding) is
  * an index_select with indices computed here: they are constants of the graph.
@@ -478,6 +479,31 @@ static kn_status eye_like(kn_ox *x) {
     return kn__ox_set(x, 0, e ? kn_cast(e, dt) : NULL);
 }
 
+/* HannWindow / HammingWindow / BlackmanWindow (opset 17): a constant of `size` values */
+static kn_status window(kn_ox *x) {
+    int64_t n;
+    int k = kn__ox_in_ints(x, 0, &n, 1);
+    if (k < 0) return k;
+    if (k != 1 || n < 0 || n > (int64_t)1 << 24)
+        return kn__err(KN_EINVAL, "size must be one value in [0, 2^24]");
+    int dt = kn__ox_dtype((int32_t)kn__ox_int(x, "output_datatype", KN_ONNX_FLOAT));
+    if (dt < 0) return kn__err(KN_EUNSUPPORTED, "output_datatype");
+    double len = kn__ox_int(x, "periodic", 1) ? (double)n : (double)(n - 1);
+    double *w = kn__malloc(sizeof(double) * (size_t)(n ? n : 1));
+    if (!w) return KN_ENOMEM;
+    char kind = x->node->op_type.p[0]; /* Hann, Hamming, Blackman */
+    bool hann = kind == 'H' && x->node->op_type.n == 10;
+    for (int64_t i = 0; i < n; i++) {
+        double a = len > 0 ? 2 * M_PI * (double)i / len : 0;
+        w[i] = kind == 'B' ? 0.42 - 0.5 * cos(a) + 0.08 * cos(2 * a)
+               : hann      ? 0.5 - 0.5 * cos(a)
+                           : 25.0 / 46.0 - 21.0 / 46.0 * cos(a);
+    }
+    kn_tensor *t = kn_from_data(KN_F64, 1, &n, w);
+    kn__free(w);
+    return kn__ox_set(x, 0, t && dt != KN_F64 ? kn_cast(t, (kn_dtype)dt) : t);
+}
+
 const kn_ox_op kn__ox_ops_shape[] = {
     {"Constant", constant, 1, 0, false},
     {"Identity", identity, 1, 0, false},
@@ -502,5 +528,8 @@ const kn_ox_op kn__ox_ops_shape[] = {
     {"DepthToSpace", depth_space, 1, 0, false},
     {"SpaceToDepth", depth_space, 1, 0, false},
     {"EyeLike", eye_like, 9, 0, true},
+    {"HannWindow", window, 17, 0, false},
+    {"HammingWindow", window, 17, 0, false},
+    {"BlackmanWindow", window, 17, 0, false},
     {NULL, NULL, 0, 0, false},
 };
