@@ -181,7 +181,7 @@ kn_tensor *kn__ox_scalar_like(const kn_tensor *x, double v) {
 const kn_ox_op *kn__ox_find(const char *op_type, size_t len, int64_t opset, bool *known) {
     static const kn_ox_op *const tables[] = {kn__ox_ops_math,   kn__ox_ops_nn,   kn__ox_ops_shape,
                                              kn__ox_ops_reduce, kn__ox_ops_loss, kn__ox_ops_resize,
-                                             kn__ox_ops_rnn,    kn__ox_ops_misc};
+                                             kn__ox_ops_rnn,    kn__ox_ops_misc, kn__ox_ops_quant};
     if (known) *known = false;
     for (size_t k = 0; k < sizeof tables / sizeof *tables; k++)
         for (const kn_ox_op *o = tables[k]; o->name; o++) {
