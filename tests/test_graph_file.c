@@ -674,6 +674,8 @@ static void test_cli_fixture(void) {
     KT_OK(kn_graph_save(g, p[0]));
     kn_graph *h = kn_graph_load(p[0]);
     KT_NOTNULL(h);
+    /* compiled like the CLI compiles model files (frozen: folding and prepacking apply) */
+    KT_OK(kn_graph_compile(h, &(kn_compile_opts){.freeze = true}));
     KT_EQ_INT(1, kn_graph_run(h, &x, 1, &y, 1));
     KT_OK(kn_npy_save(p[1], x));
     KT_OK(kn_npy_save(p[2], y));

@@ -115,7 +115,7 @@ typedef struct kn_graph_stats {
     int traced_nodes;      /* as traced */
     int nodes;             /* after the passes (a fused group counts once) */
     int fused_groups;      /* elementwise groups and epilogues */
-    int weights;           /* weight tensors */
+    int weights;           /* weight tensors of the model (as traced, not compile artifacts) */
     int64_t weight_params; /* their element count */
     int64_t weight_bytes;
     int plans_built;     /* memory plans built so far (one per batch size seen) */

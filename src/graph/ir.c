@@ -504,12 +504,14 @@ kn_status kn_graph_stats_get(kn_graph *g, kn_graph_stats *out) {
         out->nodes++;
         if (!g->nodes[i].op) out->fused_groups++;
     }
-    for (int v = 0; v < g->nvals; v++) {
-        if (g->vals[v].kind != GV_WEIGHT) continue;
+    /* the model's own weights (as traced): folded or packed copies are compile artifacts */
+    const kn_graph *t = g->traced ? g->traced : g;
+    for (int v = 0; v < t->nvals; v++) {
+        if (t->vals[v].kind != GV_WEIGHT) continue;
         out->weights++;
-        int64_t n = kn__numel(g->vals[v].ndim, g->vals[v].shape);
+        int64_t n = kn__numel(t->vals[v].ndim, t->vals[v].shape);
         out->weight_params += n;
-        out->weight_bytes += n * (int64_t)kn_dtype_size(g->vals[v].dtype);
+        out->weight_bytes += n * (int64_t)kn_dtype_size(t->vals[v].dtype);
     }
     out->plans_built = g->plans_built;
     out->arena_bytes = g->last_arena;
