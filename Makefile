@@ -1,6 +1,7 @@
 # kiln: thin wrapper over CMake. `make` builds, `make test` installs deps, builds and runs every
 # test (plus an ASan+UBSan build unless SANITIZE=0), `make demo` runs the main example (LeNet
-# eager, then as a compiled graph, the speedup, and the saved graph through the kiln CLI),
+# eager, then as a compiled graph, the speedup, the saved graph through the kiln CLI, and the
+# same graph exported to ONNX, checked and run back),
 # `make bench B=<name>` runs one benchmark (all when B is empty), `make fuzz` builds the
 # libFuzzer targets with clang in build-fuzz (run: ./build-fuzz/fuzz_pb -max_total_time=20),
 # `make onnx-conformance` runs ONNX's backend tests and rewrites docs/onnx-conformance.md.
@@ -48,6 +49,9 @@ demo: deps build
 	@bash scripts/demo_summary.sh $(BUILD)/demo-eager.log $(BUILD)/demo-graph.log
 	./$(BUILD)/kiln info $(BUILD)/lenet.graph.kiln
 	./$(BUILD)/kiln bench $(BUILD)/lenet.graph.kiln --batch 1 --iters 2000
+	./$(BUILD)/kiln export $(BUILD)/lenet.graph.kiln -o $(BUILD)/lenet.onnx
+	./$(BUILD)/kiln check $(BUILD)/lenet.onnx
+	./$(BUILD)/kiln bench $(BUILD)/lenet.onnx --batch 64 --iters 200
 
 bench: build
 	@KILN_DEPS_BENCH=1 bash scripts/deps.sh
