@@ -1,7 +1,8 @@
 /*
  * fuzz_onnx_model.c - libFuzzer target for the ONNX ModelProto parser (src/onnx/onnx_model.h):
  * parses the input as a model and, when it parses, walks what came out (every string view and
- * tensor payload must lie inside the input) and decodes each tensor's values. Seed corpus: the
+ * tensor payload must lie inside the input) and decodes each tensor's values; then parses the
+ * same bytes as a standalone TensorProto (kn__onnx_tensor_parse) and walks that. Seed corpus: the
  * model.onnx files of Debian's libonnx-testdata, e.g.
  *   mkdir -p corpus && find /usr/share/libonnx-testdata/data -name model.onnx \
  *       -exec sh -c 'cp "$1" corpus/$(md5sum "$1" | cut -c1-16)' _ {} \;
@@ -65,6 +66,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (m) {
         walk_graph(&m->graph, 0);
         kn__onnx_model_free(m);
+    }
+    /* the same bytes as a standalone TensorProto (the input_N.pb files of ONNX's tests) */
+    kn_onnx_tensor_file *t = kn__onnx_tensor_parse(data, size);
+    if (t) {
+        walk_tensor(&t->t);
+        kn__onnx_tensor_file_free(t);
     }
     return 0;
 }
