@@ -70,7 +70,7 @@ fuzz:
 	    { echo "make fuzz: clang with libFuzzer (clang -fsanitize=fuzzer) is not available" >&2; \
 	      exit 1; }
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DKILN_FUZZ=ON
-	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_pb fuzz_onnx_model
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_pb fuzz_onnx_model fuzz_onnx_import
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -95,6 +95,26 @@ static void test_views_share_storage(void) {
     kn_scope_end(s);
 }
 
+/* regression (found by fuzzing the ONNX import): integer clamps with infinite, NaN, fractional
+ * or out-of-range bounds are defined: bounds round inward and saturate, NaN is no bound */
+static void test_clamp_integer_bounds(void) {
+    kn_scope s = kn_scope_begin();
+    int8_t v[5] = {-128, -3, 0, 3, 127};
+    kn_tensor *x = kn_from_data(KN_I8, 1, (int64_t[]){5}, v);
+    kn_tensor *a = kn_clamp(x, -INFINITY, INFINITY);
+    KT_EQ_INT(-128, (int)kn_tensor_get(a, (int64_t[]){0}));
+    KT_EQ_INT(127, (int)kn_tensor_get(a, (int64_t[]){4}));
+    kn_tensor *b = kn_clamp(x, -2.5, 2.5); /* -> [-2, 2] */
+    KT_EQ_INT(-2, (int)kn_tensor_get(b, (int64_t[]){1}));
+    KT_EQ_INT(2, (int)kn_tensor_get(b, (int64_t[]){3}));
+    kn_tensor *c = kn_clamp(x, NAN, 1e300); /* no lower bound; upper saturates to 127 */
+    KT_EQ_INT(-128, (int)kn_tensor_get(c, (int64_t[]){0}));
+    KT_EQ_INT(127, (int)kn_tensor_get(c, (int64_t[]){4}));
+    kn_tensor *d = kn_clamp(kn_cast(x, KN_I64), -1e300, 1e300);
+    KT_EQ_INT(-128, (long long)kn_tensor_get(d, (int64_t[]){0}));
+    kn_scope_end(s);
+}
+
 static void test_elementwise_values(void) {
     kn_scope s = kn_scope_begin();
     float av[] = {-2, -0.5f, 0, 1.5f, 3};
@@ -365,13 +385,14 @@ static void test_extreme_arguments(void) {
     KT_EQ_INT(6, (int64_t)kn_item(kn_sum(kn_tril(x, INT64_MAX), NULL, 0, false)));
     KT_EQ_INT(0, (int64_t)kn_item(kn_sum(kn_tril(x, INT64_MIN), NULL, 0, false)));
     KT_EQ_INT(6, (int64_t)kn_item(kn_sum(kn_triu(x, INT64_MIN), NULL, 0, false)));
-    KT_TRUE(isnan(kn_item(kn_sum(kn_exp(kn_full(KN_F32, 1, (int64_t[]){40}, NAN)), NULL, 0,
-                                  false))));
+    KT_TRUE(
+        isnan(kn_item(kn_sum(kn_exp(kn_full(KN_F32, 1, (int64_t[]){40}, NAN)), NULL, 0, false))));
     kn_scope_end(s);
 }
 
 int main(void) {
     KT_RUN(test_extreme_arguments);
+    KT_RUN(test_clamp_integer_bounds);
     KT_RUN(test_create_and_inspect);
     KT_RUN(test_errors);
     KT_RUN(test_views_share_storage);

@@ -5,6 +5,7 @@
  * external data (and its path rules), kn_onnx_check's report, and hostile files (truncation at
  * many points, byte mutations): an error naming the problem, never a crash.
  */
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -359,6 +360,48 @@ static void test_hostile(void) {
     printf("  hostile: %d imported, %d refused with a message\n", ok, err);
 }
 
+/* inputs that crashed the import fuzzer (fuzz/fuzz_onnx_import.c), kept as regression tests: each
+ * must import, compile and run, or fail with a message */
+static void test_fuzz_crashers(void) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/tests/data/onnx/crashers", src_dir());
+    DIR *d = opendir(dir);
+    KT_TRUE(d != NULL);
+    if (!d) return;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[2048];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        kn_clear_error();
+        kn_graph *g = kn_onnx_import(path, NULL);
+        if (!g) {
+            KT_TRUE(kn_last_error()[0] != 0);
+        } else if (kn_graph_compile(g, &(kn_compile_opts){.freeze = true}) == KN_OK) {
+            kn_scope sc = kn_scope_begin();
+            int ni = kn_graph_num_inputs(g);
+            kn_tensor *in[8] = {0}, *out[16];
+            bool ok = ni <= 8;
+            for (int i = 0; ok && i < ni; i++) {
+                kn_graph_sig s;
+                kn_graph_input(g, i, &s);
+                int64_t shape[8];
+                for (int k = 0; k < s.ndim; k++)
+                    shape[k] = s.shape[k] < 0 ? 2 : s.shape[k];
+                ok = (in[i] = kn_zeros(s.dtype, s.ndim, shape)) != NULL;
+            }
+            if (ok) kn_graph_run(g, in, ni, out, 16);
+            kn_scope_end(sc);
+        }
+        kn_graph_free(g);
+        n++;
+    }
+    closedir(d);
+    KT_TRUE(n > 0);
+    printf("  %d fuzzer crashers import or fail cleanly\n", n);
+}
+
 int main(void) {
     kn_set_log(NULL, NULL);
     KT_RUN(test_torch_mlp);
@@ -372,5 +415,6 @@ int main(void) {
     KT_RUN(test_external_data);
     KT_RUN(test_check_report);
     KT_RUN(test_hostile);
+    KT_RUN(test_fuzz_crashers);
     return kt_finish();
 }

@@ -57,7 +57,7 @@ static kn_status external_where(const kn_onnx_tensor *t, const char *base_dir, s
         const kn_onnx_kv *kv = &t->external_data[i];
         char val[512];
         size_t n = kv->value.n < sizeof val - 1 ? kv->value.n : sizeof val - 1;
-        memcpy(val, kv->value.p, n);
+        if (n) memcpy(val, kv->value.p, n);
         val[n] = 0;
         if (kv->key.n == 8 && !memcmp(kv->key.p, "location", 8)) {
             if (kv->value.n >= sizeof loc || memchr(kv->value.p, 0, kv->value.n))
@@ -126,7 +126,7 @@ kn_tensor *kn__ox_tensor(const kn_onnx_tensor *t, const char *base_dir) {
     char *dst = kn_tensor_data(r);
     kn_status st = KN_OK;
     if (t->has_raw) {
-        memcpy(dst, t->raw.p, bytes); /* size checked by the parser; little-endian host */
+        if (bytes) memcpy(dst, t->raw.p, bytes); /* size checked by the parser; little-endian */
     } else if (t->external) {
         st = read_external(path, off, dst, bytes);
     } else if (t->typed_field) {
@@ -223,7 +223,7 @@ int kn__ox_ints(const kn_ox *x, const char *name, int64_t *out, int max) {
     if (!a) return -1;
     if (a->n_ints > (size_t)max)
         return kn__err(KN_ELIMIT, "attribute %s: %zu values, at most %d", name, a->n_ints, max);
-    memcpy(out, a->ints, sizeof *out * a->n_ints);
+    if (a->n_ints) memcpy(out, a->ints, sizeof *out * a->n_ints);
     return (int)a->n_ints;
 }
 
@@ -232,7 +232,7 @@ int kn__ox_floats(const kn_ox *x, const char *name, float *out, int max) {
     if (!a) return -1;
     if (a->n_floats > (size_t)max)
         return kn__err(KN_ELIMIT, "attribute %s: %zu values, at most %d", name, a->n_floats, max);
-    memcpy(out, a->floats, sizeof *out * a->n_floats);
+    if (a->n_floats) memcpy(out, a->floats, sizeof *out * a->n_floats);
     return (int)a->n_floats;
 }
 
@@ -240,7 +240,7 @@ const char *kn__ox_str(const kn_ox *x, const char *name, const char *def, char *
     const kn_onnx_attr *a = kn__ox_attr(x, name);
     if (!a || !n) return def;
     size_t k = a->s.n < n - 1 ? a->s.n : n - 1;
-    memcpy(buf, a->s.p, k);
+    if (k) memcpy(buf, a->s.p, k);
     buf[k] = 0;
     return buf;
 }
@@ -335,14 +335,14 @@ static vslot *tab_find(imp *im, kn_onnx_str name, bool insert) {
     for (size_t i = hash_str(name) & (im->cap - 1);; i = (i + 1) & (im->cap - 1)) {
         vslot *s = &im->tab[i];
         if (!s->name.p) return insert ? (s->name = name, s->input = -1, s->deps = 0, s) : NULL;
-        if (s->name.n == name.n && !memcmp(s->name.p, name.p, name.n)) return s;
+        if (s->name.n == name.n && (!name.n || !memcmp(s->name.p, name.p, name.n))) return s;
     }
 }
 
 static char *dup_str(kn_onnx_str s) {
     char *r = kn__malloc(s.n + 1);
     if (r) {
-        memcpy(r, s.p, s.n);
+        if (s.n) memcpy(r, s.p, s.n);
         r[s.n] = 0;
     }
     return r;
@@ -393,6 +393,13 @@ static kn_status imp_init(imp *im, const kn_onnx_model *m, const char *base_dir)
     im->wnames = kn__calloc(g->n_initializers + 1, sizeof(kn_named_tensor));
     im->inputs = kn__calloc(g->n_inputs + 1, sizeof(*im->inputs));
     if (!im->names || !im->inits || !im->wnames || !im->inputs) return KN_ENOMEM;
+    for (size_t i = 0; i < g->n_inputs; i++)
+        if (!g->inputs[i].name.n) return kn__err(KN_EFORMAT, "graph input %zu has no name", i);
+    for (size_t i = 0; i < g->n_outputs; i++)
+        if (!g->outputs[i].name.n) return kn__err(KN_EFORMAT, "graph output %zu has no name", i);
+    for (size_t i = 0; i < g->n_initializers; i++)
+        if (!g->initializers[i].name.n)
+            return kn__err(KN_EFORMAT, "initializer %zu has no name", i);
     for (size_t i = 0; i < g->n_inputs; i++) {
         if (is_initializer(g, g->inputs[i].name)) continue;
         if (!g->inputs[i].has_tensor_type)
@@ -687,7 +694,7 @@ static void dir_of(const char *path, char *dir, size_t n) {
     if (!sl)
         snprintf(dir, n, ".");
     else
-        snprintf(dir, n, "%.*s", (int)(sl - path ? sl - path : 1), path);
+        snprintf(dir, n, "%.*s", (int)((sl - path) ? (sl - path) : 1), path);
 }
 
 kn_graph *kn_onnx_import(const char *path, const kn_onnx_opts *o) {

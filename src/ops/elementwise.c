@@ -1249,9 +1249,27 @@ static clampargs clamp_args(const kn_attrs *at) {
     a.hi = kn__attr_float(at, "max", 0);
     return a;
 }
+/* Integer clamps: bounds rounded inward (ceil / floor) and saturated to the dtype's range, so
+ * converting them is defined (an infinite or huge bound from a file was undefined behaviour);
+ * a NaN bound is no bound. */
+static void clamp_int_bounds(clampargs *a, kn_dtype dt) {
+    double lo = dt == KN_I8    ? -128.0
+                : dt == KN_U8  ? 0.0
+                : dt == KN_I32 ? -2147483648.0
+                               : -9223372036854775808.0;
+    double hi = dt == KN_I8    ? 127.0
+                : dt == KN_U8  ? 255.0
+                : dt == KN_I32 ? 2147483647.0
+                               : 9223372036854774784.0; /* the largest double below 2^63 */
+    if (a->has_lo) a->has_lo = !isnan(a->lo), a->lo = fmin(fmax(ceil(a->lo), lo), hi);
+    if (a->has_hi) a->has_hi = !isnan(a->hi), a->hi = fmin(fmax(floor(a->hi), lo), hi);
+}
+
 static kn_status clamp_pointwise(const kn_opdef *op, const kn_attrs *at, const kn_dtype *dt,
                                  kn_iter_fn *fn, void *args) {
     clampk k = {clamp_args(at), dt[0]};
+    if (dt[0] == KN_I8 || dt[0] == KN_U8 || dt[0] == KN_I32 || dt[0] == KN_I64)
+        clamp_int_bounds(&k.a, dt[0]);
     memcpy(args, &k, sizeof k);
     *fn = clamp_kernel_t;
     return KN_OK;
