@@ -239,6 +239,75 @@ static void test_huge_shape(void) {
     KT_ERR(KN_ENOMEM, kn_onnx_import_mem(m.b, m.n, NULL, NULL), "node 1 (ConstantOfShape)");
 }
 
+/* a Loop whose unrolling would run more than a million nodes is refused (a hostile model must not
+ * make the import run forever); a short one unrolls and runs */
+static void loop_model(enc *m, int64_t trips, int body_nodes) {
+    static enc body, g, t, a, cn, ln;
+    memset(&body, 0, sizeof body), memset(&g, 0, sizeof g), memset(&t, 0, sizeof t);
+    memset(&a, 0, sizeof a), memset(&cn, 0, sizeof cn), memset(&ln, 0, sizeof ln);
+    int64_t d[1] = {2}, s0[1] = {0};
+    /* body(i, cond, v) -> (cond, v'), v' = v + 1 through a chain of Identity nodes */
+    kt_value_info(&body, 11, "i", 7, 0, s0);
+    kt_value_info(&body, 11, "c", 9, 0, s0);
+    kt_value_info(&body, 11, "v", 1, 1, d);
+    char prev[16] = "v", cur[16];
+    for (int k = 0; k < body_nodes; k++) {
+        snprintf(cur, sizeof cur, "b%d", k);
+        node(&body, "Identity", prev, NULL, cur, NULL);
+        memcpy(prev, cur, sizeof prev);
+    }
+    node(&body, "Add", prev, "one", "v2", NULL);
+    node(&body, "Identity", "c", NULL, "c2", NULL);
+    kt_value_info(&body, 12, "c2", 9, 0, s0);
+    kt_value_info(&body, 12, "v2", 1, 1, d);
+    /* main: M constant, cond constant true, one = 1.0 */
+    put_int(&t, 2, 7);
+    put_str(&t, 8, "M");
+    put_packed_int(&t, 7, &trips, 1);
+    put_msg(&g, 5, &t);
+    enc tc = {0}, to = {0};
+    put_int(&tc, 2, 9);
+    put_str(&tc, 8, "C");
+    int64_t one = 1;
+    put_packed_int(&tc, 5, &one, 1);
+    put_msg(&g, 5, &tc);
+    put_int(&to, 2, 1);
+    put_str(&to, 8, "one");
+    put_packed_f32(&to, 4, (float[]){1.0f}, 1);
+    put_msg(&g, 5, &to);
+    put_str(&a, 1, "body");
+    put_msg(&a, 6, &body);
+    put_int(&a, 20, 5);
+    put_str(&ln, 1, "M");
+    put_str(&ln, 1, "C");
+    put_str(&ln, 1, "x");
+    put_str(&ln, 2, "y");
+    put_str(&ln, 4, "Loop");
+    put_msg(&ln, 5, &a);
+    put_msg(&g, 1, &ln);
+    kt_value_info(&g, 11, "x", 1, 1, d);
+    kt_value_info(&g, 12, "y", 1, 1, d);
+    model_of(m, &g, 13);
+}
+
+static void test_loop_budget(void) {
+    static enc m1, m2;
+    memset(&m1, 0, sizeof m1), memset(&m2, 0, sizeof m2);
+    loop_model(&m1, 3, 2);
+    kn_scope sc = kn_scope_begin();
+    int64_t d[1] = {2};
+    kn_tensor *x = kn_zeros(KN_F32, 1, d);
+    kn_onnx_opts o = {.example = &x, .nexample = 1};
+    kn_graph *g = kn_onnx_import_mem(m1.b, m1.n, NULL, &o);
+    KT_NOTNULL(g);
+    if (g) KT_CLOSE(run1(g, x), kn_full(KN_F32, 1, d, 3.0), 0, 0);
+    kn_graph_free(g);
+    kn_scope_end(sc);
+    loop_model(&m2, 4096, 300);
+    KT_TRUE(m2.n < sizeof m2.b);
+    KT_ERR(KN_ELIMIT, kn_onnx_import_mem(m2.b, m2.n, NULL, NULL), "more than");
+}
+
 /* a model with one initializer W (2x2 float) as external data in `loc` */
 static void external_model(enc *m, const char *loc, int64_t length) {
     enc g = {0}, t = {0}, kv1 = {0}, kv2 = {0};
@@ -412,6 +481,7 @@ int main(void) {
     KT_RUN(test_shape_input_frozen);
     KT_RUN(test_symbolic_with_view_constant);
     KT_RUN(test_huge_shape);
+    KT_RUN(test_loop_budget);
     KT_RUN(test_external_data);
     KT_RUN(test_check_report);
     KT_RUN(test_hostile);

@@ -4,6 +4,9 @@
  * plus the pieces every converter shares: TensorProto -> kiln tensor, attribute and static-input
  * accessors, and the pre-flight check that lists every unsupported op before anything runs.
  *
+ * Control flow: If (its condition known at import) and Loop (trip count and condition known,
+ * unrolled) run their subgraphs inline; every import runs at most MAX_NODES_RUN nodes.
+ *
  * Symbolic batch: when every graph input's first dim is symbolic (a name like "batch" or
  * unknown) the model is traced at batch 2 and at batch 3; the two traces must agree node for node,
  * and the dims and attribute entries that differ must be k * batch in both (Shape arithmetic
@@ -321,6 +324,7 @@ typedef struct kn_ox_imp {
     bool may_freeze; /* example inputs given: shape inputs may be frozen */
     bool frozen[KN_OX_MAX_IO]; /* inputs frozen to their example values */
     vslot *in_slot[KN_OX_MAX_IO];
+    int64_t nodes_run; /* nodes executed so far, unrolled Loop bodies included */
 } imp;
 
 static size_t hash_str(kn_onnx_str s) {
@@ -454,11 +458,20 @@ static kn_status freeze_input(const kn_ox *x, int i) {
 }
 
 /* Runs one node: inputs from the table, converter, outputs into the table. */
-static kn_status run_node(imp *im, size_t idx) {
-    const kn_onnx_node *nd = &im->m->graph.nodes[idx];
+static kn_status control_flow(imp *im, const kn_onnx_node *nd, bool *done);
+
+#define MAX_NODES_RUN ((int64_t)1 << 20) /* per import: a bound on unrolled loops */
+
+static kn_status run_node(imp *im, const kn_onnx_node *nd) {
+    if (++im->nodes_run > MAX_NODES_RUN)
+        return kn__err(KN_ELIMIT, "the model runs more than %lld nodes (loops unrolled)",
+                       (long long)MAX_NODES_RUN);
     if (!is_default_domain(nd->domain))
         return kn__err(KN_EUNSUPPORTED, "domain '%.*s' is not supported", (int)nd->domain.n,
                        nd->domain.p);
+    bool handled = false;
+    kn_status cst = control_flow(im, nd, &handled);
+    if (handled || cst) return cst;
     bool known;
     const kn_ox_op *op = kn__ox_find(nd->op_type.p, nd->op_type.n, im->opset, &known);
     if (!op)
@@ -508,6 +521,218 @@ static size_t pow2_at_least(size_t n) {
     return c;
 }
 
+/* Names a graph can define, its subgraphs' included (sizes the value table). */
+static size_t names_in(const kn_onnx_graph *g, int depth) {
+    size_t n = g->n_inputs + g->n_initializers;
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        n += g->nodes[i].n_outputs;
+        for (size_t a = 0; a < g->nodes[i].n_attrs && depth < KN_PB_MAX_DEPTH; a++)
+            if (g->nodes[i].attrs[a].g) n += names_in(g->nodes[i].attrs[a].g, depth + 1);
+    }
+    return n;
+}
+
+/* Runs a graph's (or subgraph's) nodes in order; errors name the node. */
+static kn_status run_nodes(imp *im, const kn_onnx_graph *g) {
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        const kn_onnx_node *nd = &g->nodes[i];
+        kn_status st = run_node(im, nd);
+        if (st) {
+            char msg[600];
+            snprintf(msg, sizeof msg, "%s", kn_last_error());
+            return kn__err(st, "node %zu (%.*s%s%.*s%s): %s", i, (int)nd->op_type.n, nd->op_type.p,
+                           nd->name.n ? " '" : "", (int)nd->name.n, nd->name.p,
+                           nd->name.n ? "'" : "", msg);
+        }
+    }
+    return KN_OK;
+}
+
+/* ---- control flow: If with a condition known at import, Loop with a known trip count ----
+ * Both run their body subgraphs inline (a Loop unrolled), so the traced graph has no control
+ * flow. Subgraph nodes see the outer values by name (ONNX scoping), their initializers are
+ * constants. A condition or trip count computed from the model's inputs at run time is
+ * refused, as any static argument is (or frozen from the example inputs). */
+#define LOOP_MAX_TRIPS 4096
+
+static const kn_onnx_graph *graph_attr(const kn_onnx_node *nd, const char *name) {
+    size_t n = strlen(name);
+    for (size_t i = 0; i < nd->n_attrs; i++)
+        if (nd->attrs[i].name.n == n && !memcmp(nd->attrs[i].name.p, name, n))
+            return nd->attrs[i].g;
+    return NULL;
+}
+
+static kn_status bind(imp *im, kn_onnx_str name, kn_tensor *t, bool is_static, uint64_t deps) {
+    if (!name.n) return KN_OK;
+    vslot *s = tab_find(im, name, true);
+    if (!s) return kn__err(KN_ELIMIT, "too many values");
+    s->t = t;
+    s->is_static = is_static;
+    s->deps = is_static ? 0 : deps;
+    return KN_OK;
+}
+
+static kn_status subgraph_inits(imp *im, const kn_onnx_graph *g) {
+    for (size_t i = 0; i < g->n_initializers; i++) {
+        kn_tensor *t = kn__ox_tensor(&g->initializers[i], im->base_dir);
+        kn_status st = t ? bind(im, g->initializers[i].name, t, true, 0) : kn_last_status();
+        if (st) return st;
+    }
+    return KN_OK;
+}
+
+/* an input of nd (index i) as a static integer, through the converters' reader (so graph inputs
+ * may be frozen); *present false when the optional input is absent */
+static kn_status static_int(imp *im, const kn_onnx_node *nd, int i, int64_t *v, bool *present) {
+    *present = (size_t)i < nd->n_inputs && nd->inputs[i].n;
+    if (!*present) return KN_OK;
+    vslot *s = tab_find(im, nd->inputs[i], false);
+    if (!s || !s->t)
+        return kn__err(KN_EFORMAT, "input '%.*s' is not computed before this node",
+                       (int)nd->inputs[i].n, nd->inputs[i].p);
+    kn_ox x = {.imp = im, .node = nd, .opset = im->opset, .nin = (int)nd->n_inputs};
+    x.in[i] = s->t;
+    x.in_static[i] = s->is_static;
+    int n = kn__ox_in_ints(&x, i, v, 1);
+    if (n < 0) return n;
+    return n == 1 ? KN_OK : kn__err(KN_EINVAL, "input %d must hold one value", i);
+}
+
+static kn_status run_if(imp *im, const kn_onnx_node *nd) {
+    int64_t c;
+    bool present;
+    kn_status st = static_int(im, nd, 0, &c, &present);
+    if (st) return st;
+    if (!present) return kn__err(KN_EFORMAT, "If without a condition");
+    const kn_onnx_graph *b = graph_attr(nd, c ? "then_branch" : "else_branch");
+    if (!b) return kn__err(KN_EFORMAT, "If without its %s", c ? "then_branch" : "else_branch");
+    if (b->n_outputs != nd->n_outputs)
+        return kn__err(KN_EFORMAT, "If: the branch has %zu outputs, the node %zu", b->n_outputs,
+                       nd->n_outputs);
+    if ((st = subgraph_inits(im, b)) || (st = run_nodes(im, b))) return st;
+    for (size_t k = 0; k < nd->n_outputs; k++) {
+        vslot *s = tab_find(im, b->outputs[k].name, false);
+        if (!s || !s->t) return kn__err(KN_EFORMAT, "If: branch output %zu is never computed", k);
+        if ((st = bind(im, nd->outputs[k], s->t, s->is_static, s->deps))) return st;
+    }
+    return KN_OK;
+}
+
+static kn_status run_loop(imp *im, const kn_onnx_node *nd) {
+    const kn_onnx_graph *b = graph_attr(nd, "body");
+    if (!b) return kn__err(KN_EFORMAT, "Loop without a body");
+    size_t N = nd->n_inputs >= 2 ? nd->n_inputs - 2 : 0; /* loop-carried values */
+    if (nd->n_inputs < 2 || b->n_inputs != N + 2 || b->n_outputs < N + 1 ||
+        nd->n_outputs != b->n_outputs - 1 || b->n_outputs - 1 - N > KN_OX_MAX_IO)
+        return kn__err(KN_EFORMAT, "Loop: inputs, outputs and body do not fit together");
+    size_t K = b->n_outputs - 1 - N; /* scan outputs */
+    int64_t trips = LOOP_MAX_TRIPS, cond = 1;
+    bool has_m, has_c;
+    kn_status st = static_int(im, nd, 0, &trips, &has_m);
+    if (!st) st = static_int(im, nd, 1, &cond, &has_c);
+    if (st) return st;
+    if (!has_m && !has_c) return kn__err(KN_EUNSUPPORTED, "Loop without a trip count or condition");
+    if (trips < 0) trips = 0;
+    if (trips > LOOP_MAX_TRIPS && has_m)
+        return kn__err(KN_ELIMIT, "Loop of %lld trips (kiln unrolls at most %d)", (long long)trips,
+                       LOOP_MAX_TRIPS);
+    kn_tensor *carried[KN_OX_MAX_IO] = {0};
+    bool cstat[KN_OX_MAX_IO] = {0};
+    uint64_t cdeps[KN_OX_MAX_IO] = {0};
+    if (N > KN_OX_MAX_IO) return kn__err(KN_ELIMIT, "Loop: %zu carried values", N);
+    for (size_t k = 0; k < N; k++) {
+        vslot *s = nd->inputs[k + 2].n ? tab_find(im, nd->inputs[k + 2], false) : NULL;
+        if (!s || !s->t) return kn__err(KN_EUNSUPPORTED, "Loop: carried value %zu is absent", k);
+        carried[k] = s->t, cstat[k] = s->is_static, cdeps[k] = s->deps;
+    }
+    size_t slots = (K ? K : 1) * (size_t)(trips ? trips : 1);
+    kn_tensor **scans = kn__calloc(slots, sizeof *scans);
+    bool *sstat = kn__calloc(slots, sizeof *sstat);
+    uint64_t *sdeps = kn__calloc(slots, sizeof *sdeps);
+    if (!scans || !sstat || !sdeps) {
+        kn__free(scans);
+        kn__free(sstat);
+        kn__free(sdeps);
+        return KN_ENOMEM;
+    }
+    int64_t it = 0;
+    if ((st = subgraph_inits(im, b))) goto done;
+    for (; it < trips && cond; it++) {
+        if ((st = bind(im, b->inputs[0].name, kn_scalar(KN_I64, (double)it), true, 0)) ||
+            (st = bind(im, b->inputs[1].name, kn_scalar(KN_BOOL, 1), true, 0)))
+            goto done;
+        for (size_t k = 0; k < N; k++)
+            if ((st = bind(im, b->inputs[k + 2].name, carried[k], cstat[k], cdeps[k]))) goto done;
+        if ((st = run_nodes(im, b))) goto done;
+        vslot *cs = tab_find(im, b->outputs[0].name, false);
+        if (!cs || !cs->t || !cs->is_static) {
+            st = kn__err(KN_EUNSUPPORTED, "Loop: the condition is computed from the model's "
+                                          "inputs at run time");
+            goto done;
+        }
+        cond = kn_item(cs->t) != 0;
+        for (size_t k = 0; k < N + K; k++) {
+            vslot *s = tab_find(im, b->outputs[k + 1].name, false);
+            if (!s || !s->t) {
+                st = kn__err(KN_EFORMAT, "Loop: body output %zu is never computed", k + 1);
+                goto done;
+            }
+            if (k < N)
+                carried[k] = s->t, cstat[k] = s->is_static, cdeps[k] = s->deps;
+            else
+                scans[(k - N) * (size_t)trips + (size_t)it] = s->t,
+                                                sstat[(k - N) * (size_t)trips + (size_t)it] =
+                                                    s->is_static,
+                                                sdeps[(k - N) * (size_t)trips + (size_t)it] =
+                                                    s->deps;
+        }
+        if (!has_m && it + 1 == LOOP_MAX_TRIPS && cond) {
+            st = kn__err(KN_ELIMIT, "Loop ran %d trips without its condition turning false",
+                         LOOP_MAX_TRIPS);
+            goto done;
+        }
+    }
+    for (size_t k = 0; k < N; k++)
+        if ((st = bind(im, nd->outputs[k], carried[k], cstat[k], cdeps[k]))) goto done;
+    for (size_t k = 0; k < K && st == KN_OK; k++) {
+        if (!it) {
+            st = kn__err(KN_EUNSUPPORTED, "Loop: scan output %zu of zero trips", k);
+            break;
+        }
+        /* stacked along a new first dim; static when every trip's value was */
+        bool all_static = true;
+        uint64_t deps = 0;
+        for (int64_t i = 0; i < it; i++) {
+            all_static &= sstat[k * (size_t)trips + (size_t)i];
+            deps |= sdeps[k * (size_t)trips + (size_t)i];
+        }
+        void *tr = all_static ? kn__trace_pause() : NULL;
+        kn_tensor **piece = scans + k * (size_t)trips;
+        kn_tensor *cat = kn_stack(piece, (int)(it < 64 ? it : 64), 0);
+        for (int64_t i0 = 64; cat && i0 < it; i0 += 64) { /* kn_stack takes 64 at a time */
+            kn_tensor *parts[2] = {cat,
+                                   kn_stack(piece + i0, (int)(it - i0 < 64 ? it - i0 : 64), 0)};
+            cat = parts[1] ? kn_concat(parts, 2, 0) : NULL;
+        }
+        if (all_static) kn__trace_resume(tr);
+        st = cat ? bind(im, nd->outputs[N + k], cat, all_static, deps) : kn_last_status();
+    }
+done:
+    kn__free(scans);
+    kn__free(sstat);
+    kn__free(sdeps);
+    return st;
+}
+
+static kn_status control_flow(imp *im, const kn_onnx_node *nd, bool *done) {
+    *done = true;
+    if (nd->op_type.n == 2 && !memcmp(nd->op_type.p, "If", 2)) return run_if(im, nd);
+    if (nd->op_type.n == 4 && !memcmp(nd->op_type.p, "Loop", 4)) return run_loop(im, nd);
+    *done = false;
+    return KN_OK;
+}
+
 /* The traced function: the whole ONNX graph on in[0..nin). */
 static int run_graph(void *user, kn_tensor *const *in, int nin, kn_tensor **out, int max_out) {
     imp *im = user;
@@ -516,7 +741,8 @@ static int run_graph(void *user, kn_tensor *const *in, int nin, kn_tensor **out,
         return kn__err(KN_ELIMIT, "model: %zu outputs, kiln graphs have at most %d", g->n_outputs,
                        max_out);
     kn__free(im->tab);
-    im->cap = pow2_at_least(2 * (g->n_inputs + g->n_initializers + g->n_nodes * 2 + 8));
+    im->nodes_run = 0;
+    im->cap = pow2_at_least(2 * (names_in(g, 0) + 8));
     if (!(im->tab = kn__calloc(im->cap, sizeof(vslot)))) return KN_ENOMEM;
     for (size_t i = 0; i < g->n_initializers; i++) {
         vslot *s = tab_find(im, g->initializers[i].name, true);
@@ -531,17 +757,8 @@ static int run_graph(void *user, kn_tensor *const *in, int nin, kn_tensor **out,
         s->deps = i < 64 ? (uint64_t)1 << i : 0;
         im->in_slot[i] = s;
     }
-    for (size_t i = 0; i < g->n_nodes; i++) {
-        const kn_onnx_node *nd = &g->nodes[i];
-        kn_status st = run_node(im, i);
-        if (st) {
-            char msg[600];
-            snprintf(msg, sizeof msg, "%s", kn_last_error());
-            return kn__err(st, "node %zu (%.*s%s%.*s%s): %s", i, (int)nd->op_type.n, nd->op_type.p,
-                           nd->name.n ? " '" : "", (int)nd->name.n, nd->name.p,
-                           nd->name.n ? "'" : "", msg);
-        }
-    }
+    kn_status st = run_nodes(im, g);
+    if (st) return st;
     for (size_t i = 0; i < g->n_outputs; i++) {
         vslot *s = tab_find(im, g->outputs[i].name, false);
         if (!s || !s->t)
@@ -754,7 +971,9 @@ static void check_graph(const kn_onnx_graph *g, int64_t opset, issue *is, int *n
             snprintf(buf, sizeof buf, "op %.*s of domain '%.*s'", (int)nd->op_type.n, nd->op_type.p,
                      (int)nd->domain.n, nd->domain.p);
             add_issue(is, n, max, buf);
-        } else if (!kn__ox_find(nd->op_type.p, nd->op_type.n, opset, &known)) {
+        } else if (!kn__ox_find(nd->op_type.p, nd->op_type.n, opset, &known) &&
+                   !(nd->op_type.n == 2 && !memcmp(nd->op_type.p, "If", 2)) &&
+                   !(nd->op_type.n == 4 && !memcmp(nd->op_type.p, "Loop", 4))) {
             snprintf(buf, sizeof buf, known ? "op %.*s at opset %lld" : "op %.*s",
                      (int)nd->op_type.n, nd->op_type.p, (long long)opset);
             add_issue(is, n, max, buf);
