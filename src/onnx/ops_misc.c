@@ -2,8 +2,9 @@
  * ops_misc.c - ONNX ops onto kiln's that fit no other family: Shrink,
  * MeanVarianceNormalization, CumSum (exclusive / reverse; static axis), OneHot (static depth and
  * values), Scatter / ScatterElements / ScatterND (reduction none / add / mul / max / min),
- * GatherND (batch_dims), TopK (static k), Einsum, Det (matrices up to 5x5), and NonZero /
- * Compress (their value-dependent output shapes come from static or frozen inputs).
+ * GatherND (batch_dims), TopK (static k), Einsum, Det (matrices up to 5x5), NonZero / Compress
+ * (their value-dependent output shapes come from static or frozen inputs), MaxUnpool (a scatter
+ * into zeros), ReverseSequence (static lengths: a gather) and BitShift (uint8).
  *
  * How they are built from kiln's ops:
  *  - CumSum: log2(n) shifted adds along the axis (Hillis-Steele scan), exact for integers.
@@ -800,7 +801,126 @@ static kn_status compress(kn_ox *x) {
     return kn__ox_set(x, 0, y);
 }
 
+/* MaxUnpool: the values go to their flat positions (indices over the whole output, as MaxPool's
+ * Indices output gives them) in zeros of the unpooled shape (output_shape input, else from
+ * kernel / strides / pads) */
+static kn_status max_unpool(kn_ox *x) {
+    kn_tensor *v = kn__ox_need(x, 0), *idx = kn__ox_need(x, 1);
+    if (!v || !idx) return kn_last_status();
+    int r = kn_tensor_ndim(v);
+    if (r < 3 || r > KN_MAX_DIMS) return kn__err(KN_ESHAPE, "input must be (N, C, ...)");
+    /* the indices address the default unpooled shape (kernel / strides / pads); output_shape,
+     * when given, pads that at the end of each spatial dim (ONNX's reference) */
+    int64_t shape[KN_MAX_DIMS], want[KN_MAX_DIMS];
+    int64_t k[KN_MAX_DIMS], st[KN_MAX_DIMS], p[2 * KN_MAX_DIMS];
+    int nk = kn__ox_ints(x, "kernel_shape", k, KN_MAX_DIMS);
+    if (nk != r - 2) return kn__err(KN_EINVAL, "kernel_shape must have %d values", r - 2);
+    for (int i = 0; i < nk; i++)
+        st[i] = 1, p[i] = p[nk + i] = 0;
+    if (kn__ox_ints(x, "strides", st, KN_MAX_DIMS) > nk ||
+        kn__ox_ints(x, "pads", p, 2 * KN_MAX_DIMS) > 2 * nk)
+        return kn__err(KN_EINVAL, "strides / pads do not fit kernel_shape");
+    shape[0] = kn_tensor_shape(v)[0], shape[1] = kn_tensor_shape(v)[1];
+    for (int i = 0; i < nk; i++)
+        shape[2 + i] = (kn_tensor_shape(v)[2 + i] - 1) * st[i] + k[i] - p[i] - p[nk + i];
+    bool pad_out = kn__ox_in(x, 2) != NULL;
+    if (pad_out) {
+        int n = kn__ox_in_ints(x, 2, want, KN_MAX_DIMS);
+        if (n < 0) return n;
+        if (n != r) return kn__err(KN_EINVAL, "output_shape has %d values for rank %d", n, r);
+        for (int i = 0; i < r; i++)
+            if (want[i] < shape[i] || (i < 2 && want[i] != shape[i]) || want[i] > (int64_t)1 << 31)
+                return kn__err(KN_EINVAL, "output_shape is smaller than the unpooled shape");
+    }
+    int64_t total = 1;
+    for (int i = 0; i < r; i++) {
+        if (shape[i] < 1 || shape[i] > (int64_t)1 << 31) return kn__err(KN_EINVAL, "output shape");
+        total *= shape[i];
+        if (total > (int64_t)1 << 34)
+            return kn__err(KN_ELIMIT, "output of %lld+ elements", (long long)total);
+    }
+    int64_t n = kn_tensor_numel(v);
+    if (kn_tensor_numel(idx) != n) return kn__err(KN_ESHAPE, "indices do not match the input");
+    kn_tensor *fi = kn_reshape(kn_tensor_dtype(idx) == KN_I64 ? idx : kn_cast(idx, KN_I64), 1, &n);
+    /* indices outside the output never write out of bounds (those computed at run time land on
+     * element 0 instead) */
+    kn_tensor *bad = fi ? kn_logical_or(kn_lt(fi, kn_scalar(KN_I64, 0)),
+                                        kn_ge(fi, kn_scalar(KN_I64, (double)total)))
+                        : NULL;
+    if (!bad) return kn_last_status();
+    if (x->in_static[1]) { /* known now: an index outside the output is an error */
+        int64_t *iv = kn__malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+        if (!iv) return KN_ENOMEM;
+        kn_status st = kn_tensor_read(idx, KN_I64, iv, sizeof(int64_t) * (size_t)n);
+        for (int64_t i = 0; st == KN_OK && i < n; i++)
+            if (iv[i] < 0 || iv[i] >= total)
+                st = kn__err(KN_EINVAL, "index %lld is outside the output", (long long)iv[i]);
+        kn__free(iv);
+        if (st) return st;
+    }
+    kn_tensor *y = kn_scatter_add(kn_zeros(kn_tensor_dtype(v), 1, &total), 0,
+                                  kn_where(bad, kn_scalar(KN_I64, 0), fi), kn_reshape(v, 1, &n));
+    y = y ? kn_reshape(y, r, shape) : NULL;
+    if (y && pad_out) {
+        int64_t pads[2 * KN_MAX_DIMS] = {0};
+        for (int i = 2; i < r; i++) /* kn_pad: last dim first, (before, after) */
+            pads[2 * (r - 1 - i) + 1] = want[i] - shape[i];
+        y = kn_pad(y, pads, 2 * (r - 2), KN_PAD_CONSTANT, 0.0);
+    }
+    return kn__ox_set(x, 0, y);
+}
+
+/* ReverseSequence: row b of the batch has its first sequence_lens[b] steps reversed (static
+ * lengths): a gather along the time axis with host-computed indices */
+static kn_status reverse_sequence(kn_ox *x) {
+    kn_tensor *a = kn__ox_need(x, 0);
+    if (!a) return kn_last_status();
+    int r = kn_tensor_ndim(a);
+    int64_t ta = kn__ox_int(x, "time_axis", 0), ba = kn__ox_int(x, "batch_axis", 1);
+    if (r < 2 || (ta != 0 && ta != 1) || ba != 1 - ta)
+        return kn__err(KN_EINVAL, "time_axis / batch_axis must be 0 / 1 or 1 / 0");
+    const int64_t *s = kn_tensor_shape(a);
+    int64_t T = s[ta], B = s[ba], lens[4096];
+    if (B > 4096) return kn__err(KN_ELIMIT, "batch of %lld", (long long)B);
+    int n = kn__ox_in_ints(x, 1, lens, 4096);
+    if (n < 0) return n;
+    if (n != B)
+        return kn__err(KN_EINVAL, "sequence_lens has %d values for batch %lld", n, (long long)B);
+    int64_t rest = kn_tensor_numel(a) / (T > 0 && B > 0 ? T * B : 1), cnt = T * B * rest;
+    int64_t *idx = kn__malloc(sizeof(int64_t) * (size_t)(cnt ? cnt : 1));
+    if (!idx) return KN_ENOMEM;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t b = 0; b < B; b++) {
+            int64_t L = lens[b] < 0 ? 0 : lens[b] > T ? T : lens[b], src = t < L ? L - 1 - t : t;
+            int64_t i0 = ta == 0 ? t * B + b : b * T + t;
+            for (int64_t k = 0; k < rest; k++)
+                idx[i0 * rest + k] = src;
+        }
+    kn_tensor *it = kn_from_data(KN_I64, r, s, idx);
+    kn__free(idx);
+    return kn__ox_set(x, 0, it ? kn_gather(a, (int)ta, it) : NULL);
+}
+
+/* BitShift on uint8: x * 2^y (mod 256) or x / 2^y, in int32 */
+static kn_status bit_shift(kn_ox *x) {
+    kn_tensor *a = kn__ox_need(x, 0), *b = kn__ox_need(x, 1);
+    if (!a || !b) return kn_last_status();
+    if (kn_tensor_dtype(a) != KN_U8 || kn_tensor_dtype(b) != KN_U8)
+        return kn__err(KN_EUNSUPPORTED, "BitShift of %s (kiln: uint8)",
+                       kn_dtype_name(kn_tensor_dtype(a)));
+    char d[8];
+    bool left = !strcmp(kn__ox_str(x, "direction", "", d, sizeof d), "LEFT");
+    kn_tensor *ai = kn_cast(a, KN_I32), *bi = kn_clamp(kn_cast(b, KN_I32), 0, 8);
+    kn_tensor *p = kn_pow(kn_scalar(KN_I32, 2), bi);
+    kn_tensor *y = left ? kn_mul(ai, p) : kn_div(ai, p);
+    if (left && y) y = kn_sub(y, kn_mul(kn_div(y, kn_scalar(KN_I32, 256)), kn_scalar(KN_I32, 256)));
+    return kn__ox_set(x, 0, y ? kn_cast(y, KN_U8) : NULL);
+}
+
 const kn_ox_op kn__ox_ops_misc[] = {
+    {"MaxUnpool", max_unpool, 9, 0, false},
+    {"ReverseSequence", reverse_sequence, 10, 0, false},
+    {"BitShift", bit_shift, 11, 0, false},
     {"Shrink", shrink, 9, 0, false},
     {"MeanVarianceNormalization", mvn, 9, 0, false},
     {"CumSum", cumsum, 11, 0, false},
