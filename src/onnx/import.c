@@ -4,8 +4,9 @@
  * plus the pieces every converter shares: TensorProto -> kiln tensor, attribute and static-input
  * accessors, and the pre-flight check that lists every unsupported op before anything runs.
  *
- * Control flow: If (its condition known at import) and Loop (trip count and condition known,
- * unrolled) run their subgraphs inline; every import runs at most MAX_NODES_RUN nodes.
+ * Control flow: If (its condition known at import), Loop (trip count and condition known,
+ * unrolled) and Scan (opset 9+, unrolled) run their subgraphs inline; every import runs at most
+ * MAX_NODES_RUN nodes.
  *
  * Symbolic batch: when every graph input's first dim is symbolic (a name like "batch" or
  * unknown) the model is traced at batch 2 and at batch 3; the two traces must agree node for node,
@@ -725,10 +726,114 @@ done:
     return st;
 }
 
+/* Scan (opset 9+): the body runs once per slice of the scan inputs along their axis (unrolled);
+ * state values carry over, scan outputs are stacked along their axis */
+static kn_status run_scan(imp *im, const kn_onnx_node *nd) {
+    const kn_onnx_graph *b = graph_attr(nd, "body");
+    int64_t M = 0, ax_in[KN_OX_MAX_IO] = {0}, dir_in[KN_OX_MAX_IO] = {0};
+    int64_t ax_out[KN_OX_MAX_IO] = {0}, dir_out[KN_OX_MAX_IO] = {0};
+    for (size_t i = 0; i < nd->n_attrs; i++)
+        if (nd->attrs[i].name.n == 15 && !memcmp(nd->attrs[i].name.p, "num_scan_inputs", 15))
+            M = nd->attrs[i].i;
+    if (im->opset < 9) return kn__err(KN_EUNSUPPORTED, "Scan before opset 9 (batched form)");
+    if (!b || M < 1 || (size_t)M > nd->n_inputs || nd->n_inputs > KN_OX_MAX_IO ||
+        b->n_inputs != nd->n_inputs || b->n_outputs != nd->n_outputs)
+        return kn__err(KN_EFORMAT, "Scan: inputs, outputs and body do not fit together");
+    size_t N = nd->n_inputs - (size_t)M, K = nd->n_outputs - N;
+    if (nd->n_outputs < N) return kn__err(KN_EFORMAT, "Scan: fewer outputs than state values");
+    kn_ox x = {.imp = im, .node = nd, .opset = im->opset, .nin = (int)nd->n_inputs};
+    int na = kn__ox_ints(&x, "scan_input_axes", ax_in, KN_OX_MAX_IO);
+    int nd_ = kn__ox_ints(&x, "scan_input_directions", dir_in, KN_OX_MAX_IO);
+    int no = kn__ox_ints(&x, "scan_output_axes", ax_out, KN_OX_MAX_IO);
+    int ndo = kn__ox_ints(&x, "scan_output_directions", dir_out, KN_OX_MAX_IO);
+    if ((na >= 0 && na != M) || (nd_ >= 0 && nd_ != M) || (no >= 0 && (size_t)no != K) ||
+        (ndo >= 0 && (size_t)ndo != K) || na < -1 || nd_ < -1 || no < -1 || ndo < -1)
+        return kn__err(KN_EINVAL, "Scan: axes / directions do not match the scan values");
+    kn_tensor *state[KN_OX_MAX_IO], *scan_in[KN_OX_MAX_IO];
+    bool sst[KN_OX_MAX_IO];
+    uint64_t sdp[KN_OX_MAX_IO], deps_in = 0;
+    bool in_static = true;
+    int64_t T = -1;
+    for (size_t i = 0; i < nd->n_inputs; i++) {
+        vslot *s = nd->inputs[i].n ? tab_find(im, nd->inputs[i], false) : NULL;
+        if (!s || !s->t) return kn__err(KN_EFORMAT, "Scan: input %zu is absent", i);
+        if (i < N) {
+            state[i] = s->t, sst[i] = s->is_static, sdp[i] = s->deps;
+            continue;
+        }
+        size_t j = i - N;
+        int r = kn_tensor_ndim(s->t), ax;
+        kn_status st = kn__ox_axis(ax_in[j], r, "scan_input_axes", &ax);
+        if (st) return st;
+        ax_in[j] = ax;
+        int64_t len = kn_tensor_shape(s->t)[ax];
+        if (T >= 0 && len != T) return kn__err(KN_ESHAPE, "Scan: scan inputs of different lengths");
+        T = len;
+        scan_in[j] = s->t;
+        in_static &= s->is_static;
+        deps_in |= s->deps;
+    }
+    if (T < 1 || T > LOOP_MAX_TRIPS) return kn__err(KN_ELIMIT, "Scan of %lld steps", (long long)T);
+    kn_status st = subgraph_inits(im, b);
+    size_t slots = (K ? K : 1) * (size_t)T;
+    kn_tensor **outs = kn__calloc(slots, sizeof *outs);
+    bool *ost = kn__calloc(slots, sizeof *ost);
+    uint64_t *odp = kn__calloc(slots, sizeof *odp);
+    if (!outs || !ost || !odp) st = KN_ENOMEM;
+    for (int64_t t = 0; st == KN_OK && t < T; t++) {
+        for (size_t k = 0; k < N && !st; k++)
+            st = bind(im, b->inputs[k].name, state[k], sst[k], sdp[k]);
+        for (size_t j = 0; j < (size_t)M && !st; j++) {
+            int64_t at = dir_in[j] ? T - 1 - t : t;
+            void *tr = in_static ? kn__trace_pause() : NULL;
+            kn_tensor *sl =
+                kn_squeeze(kn_slice(scan_in[j], (int)ax_in[j], at, at + 1, 1), (int)ax_in[j]);
+            if (in_static) kn__trace_resume(tr);
+            st = sl ? bind(im, b->inputs[N + j].name, sl, in_static, deps_in) : kn_last_status();
+        }
+        if (st || (st = run_nodes(im, b))) break;
+        for (size_t k = 0; k < N + K && !st; k++) {
+            vslot *s = tab_find(im, b->outputs[k].name, false);
+            if (!s || !s->t) {
+                st = kn__err(KN_EFORMAT, "Scan: body output %zu is never computed", k);
+            } else if (k < N) {
+                state[k] = s->t, sst[k] = s->is_static, sdp[k] = s->deps;
+            } else {
+                size_t o = (k - N) * (size_t)T + (size_t)(dir_out[k - N] ? T - 1 - t : t);
+                outs[o] = s->t, ost[o] = s->is_static, odp[o] = s->deps;
+            }
+        }
+    }
+    for (size_t k = 0; k < N && !st; k++)
+        st = bind(im, nd->outputs[k], state[k], sst[k], sdp[k]);
+    for (size_t k = 0; k < K && !st; k++) {
+        bool all = true;
+        uint64_t deps = 0;
+        for (int64_t t = 0; t < T; t++)
+            all &= ost[k * (size_t)T + (size_t)t], deps |= odp[k * (size_t)T + (size_t)t];
+        int r = kn_tensor_ndim(outs[k * (size_t)T]) + 1, ax;
+        if ((st = kn__ox_axis(ax_out[k], r, "scan_output_axes", &ax))) break;
+        void *tr = all ? kn__trace_pause() : NULL;
+        kn_tensor **piece = outs + k * (size_t)T;
+        kn_tensor *cat = kn_stack(piece, (int)(T < 64 ? T : 64), ax);
+        for (int64_t i0 = 64; cat && i0 < T; i0 += 64) {
+            kn_tensor *parts[2] = {cat, kn_stack(piece + i0, (int)(T - i0 < 64 ? T - i0 : 64), ax)};
+            cat = parts[1] ? kn_concat(parts, 2, ax) : NULL;
+        }
+        if (all) kn__trace_resume(tr);
+        st = cat ? bind(im, nd->outputs[N + k], cat, all, deps) : kn_last_status();
+    }
+    kn__free(outs);
+    kn__free(ost);
+    kn__free(odp);
+    return st;
+}
+
 static kn_status control_flow(imp *im, const kn_onnx_node *nd, bool *done) {
     *done = true;
     if (nd->op_type.n == 2 && !memcmp(nd->op_type.p, "If", 2)) return run_if(im, nd);
     if (nd->op_type.n == 4 && !memcmp(nd->op_type.p, "Loop", 4)) return run_loop(im, nd);
+    if (nd->op_type.n == 4 && !memcmp(nd->op_type.p, "Scan", 4)) return run_scan(im, nd);
     *done = false;
     return KN_OK;
 }
@@ -973,7 +1078,8 @@ static void check_graph(const kn_onnx_graph *g, int64_t opset, issue *is, int *n
             add_issue(is, n, max, buf);
         } else if (!kn__ox_find(nd->op_type.p, nd->op_type.n, opset, &known) &&
                    !(nd->op_type.n == 2 && !memcmp(nd->op_type.p, "If", 2)) &&
-                   !(nd->op_type.n == 4 && !memcmp(nd->op_type.p, "Loop", 4))) {
+                   !(nd->op_type.n == 4 && !memcmp(nd->op_type.p, "Loop", 4)) &&
+                   !(nd->op_type.n == 4 && !memcmp(nd->op_type.p, "Scan", 4) && opset >= 9)) {
             snprintf(buf, sizeof buf, known ? "op %.*s at opset %lld" : "op %.*s",
                      (int)nd->op_type.n, nd->op_type.p, (long long)opset);
             add_issue(is, n, max, buf);
