@@ -4,7 +4,8 @@
  * values), Scatter / ScatterElements / ScatterND (reduction none / add / mul / max / min),
  * GatherND (batch_dims), TopK (static k), Einsum, Det (matrices up to 5x5), NonZero / Compress
  * (their value-dependent output shapes come from static or frozen inputs), MaxUnpool (a scatter
- * into zeros), ReverseSequence (static lengths: a gather) and BitShift (uint8).
+ * into zeros), ReverseSequence (static lengths: a gather), BitShift (uint8), and DFT / STFT
+ * (static lengths: matmuls with constant cosine / sine matrices).
  *
  * How they are built from kiln's ops:
  *  - CumSum: log2(n) shifted adds along the axis (Hillis-Steele scan), exact for integers.
@@ -917,7 +918,132 @@ static kn_status bit_shift(kn_ox *x) {
     return kn__ox_set(x, 0, y ? kn_cast(y, KN_U8) : NULL);
 }
 
+/* the DFT of re + i im (im may be NULL) along their last dim (N values) into K frequencies, as
+ * matmuls with constant cosine / sine matrices: forward X = x (C - iS), inverse x (C + iS) / N */
+static kn_status dft_last(kn_tensor *re, kn_tensor *im, int64_t N, int64_t K, bool inverse,
+                          kn_dtype dt, kn_tensor **ore, kn_tensor **oim) {
+    double *cs = kn__malloc(sizeof(double) * (size_t)(2 * N * K));
+    if (!cs) return KN_ENOMEM;
+    double sc = inverse ? 1.0 / (double)N : 1.0, sg = inverse ? 1.0 : -1.0;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t k = 0; k < K; k++) {
+            double ang = 2 * M_PI * (double)((n * k) % N) / (double)N;
+            cs[n * K + k] = cos(ang) * sc;
+            cs[N * K + n * K + k] = sg * sin(ang) * sc;
+        }
+    int64_t ms[2] = {N, K};
+    kn_tensor *C = kn_cast(kn_from_data(KN_F64, 2, ms, cs), dt);
+    kn_tensor *S = kn_cast(kn_from_data(KN_F64, 2, ms, cs + N * K), dt);
+    kn__free(cs);
+    /* (re + i im)(C + i S) = re C - im S + i (re S + im C) */
+    *ore = kn_matmul(re, C), *oim = kn_matmul(re, S);
+    if (im) *ore = kn_sub(*ore, kn_matmul(im, S)), *oim = kn_add(*oim, kn_matmul(im, C));
+    return *ore && *oim ? KN_OK : kn_last_status();
+}
+
+/* DFT (opset 17): along `axis` of x (..., N, 1) real or (..., N, 2) complex, as two matmuls with
+ * constant cosine / sine matrices (the length is static); dft_length pads with zeros or
+ * truncates, onesided keeps N/2 + 1 frequencies, inverse conjugates and divides by N */
+static kn_status dft(kn_ox *x) {
+    kn_tensor *a = kn__ox_need(x, 0);
+    if (!a) return kn_last_status();
+    int r = kn_tensor_ndim(a), axis;
+    if (r < 2 || (kn_tensor_shape(a)[r - 1] != 1 && kn_tensor_shape(a)[r - 1] != 2))
+        return kn__err(KN_ESHAPE, "input must end in a dim of 1 (real) or 2 (complex)");
+    kn_status st = kn__ox_axis(kn__ox_int(x, "axis", 1), r - 1, "axis", &axis);
+    if (st) return st;
+    kn_dtype dt = kn_tensor_dtype(a);
+    if (dt != KN_F32 && dt != KN_F64) return kn__err(KN_EDTYPE, "DFT of %s", kn_dtype_name(dt));
+    bool complex_in = kn_tensor_shape(a)[r - 1] == 2, inverse = kn__ox_int(x, "inverse", 0) != 0;
+    bool onesided = kn__ox_int(x, "onesided", 0) != 0;
+    int64_t n_in = kn_tensor_shape(a)[axis], N = n_in;
+    if (kn__ox_in(x, 1)) {
+        int k = kn__ox_in_ints(x, 1, &N, 1);
+        if (k < 0) return k;
+        if (k != 1 || N < 1 || N > 1 << 16)
+            return kn__err(KN_EINVAL, "dft_length must be in [1, 65536]");
+    }
+    if (onesided && complex_in) return kn__err(KN_EINVAL, "onesided needs a real input");
+    int64_t K = onesided ? N / 2 + 1 : N;
+    /* x moved to (..., N): real and imaginary parts, padded / truncated to N */
+    int perm[KN_MAX_DIMS];
+    for (int i = 0, k = 0; i < r - 1; i++)
+        if (i != axis) perm[k++] = i;
+    perm[r - 2] = axis, perm[r - 1] = r - 1;
+    kn_tensor *m = kn_permute(a, perm); /* (..., n_in, 1|2) */
+    kn_tensor *re = kn_squeeze(kn_slice(m, r - 1, 0, 1, 1), r - 1);
+    kn_tensor *im = complex_in ? kn_squeeze(kn_slice(m, r - 1, 1, 2, 1), r - 1) : NULL;
+    if (N != n_in) {
+        int64_t p[2] = {0, N - n_in};
+        re = kn_pad(re, p, 2, KN_PAD_CONSTANT, 0.0);
+        if (im) im = kn_pad(im, p, 2, KN_PAD_CONSTANT, 0.0);
+    }
+    kn_tensor *ore, *oim;
+    if ((st = dft_last(re, im, N, K, inverse, dt, &ore, &oim))) return st;
+    kn_tensor *parts[2] = {ore, oim};
+    kn_tensor *y = ore && oim ? kn_stack(parts, 2, r - 1) : NULL; /* (..., K, 2) */
+    int back[KN_MAX_DIMS];
+    for (int i = 0; i < r; i++)
+        back[perm[i]] = i;
+    return kn__ox_set(x, 0, y ? kn_contiguous(kn_permute(y, back)) : NULL);
+}
+
+/* STFT (opset 17): frames of frame_length every frame_step samples (a gather with host-computed
+ * indices), times the window, each transformed by dft_last; output (batch, frames, K, 2) */
+static kn_status stft(kn_ox *x) {
+    kn_tensor *sig = kn__ox_need(x, 0), *win = kn__ox_in(x, 2);
+    if (!sig) return kn_last_status();
+    int r = kn_tensor_ndim(sig);
+    if (r != 3 || (kn_tensor_shape(sig)[2] != 1 && kn_tensor_shape(sig)[2] != 2))
+        return kn__err(KN_ESHAPE, "signal must be (batch, length, 1 or 2)");
+    kn_dtype dt = kn_tensor_dtype(sig);
+    if (dt != KN_F32 && dt != KN_F64) return kn__err(KN_EDTYPE, "STFT of %s", kn_dtype_name(dt));
+    int64_t step, L, len = kn_tensor_shape(sig)[1];
+    int n = kn__ox_in_ints(x, 1, &step, 1);
+    if (n < 0) return n;
+    if (kn__ox_in(x, 3)) {
+        int k = kn__ox_in_ints(x, 3, &L, 1);
+        if (k < 0) return k;
+    } else if (win) {
+        L = kn_tensor_numel(win);
+    } else {
+        return kn__err(KN_EINVAL, "STFT needs a window or a frame_length");
+    }
+    if (step < 1 || L < 1 || L > len || L > 1 << 16)
+        return kn__err(KN_EINVAL, "frame_step / frame_length do not fit the signal");
+    bool complex_in = kn_tensor_shape(sig)[2] == 2, onesided = kn__ox_int(x, "onesided", 1) != 0;
+    if (onesided && complex_in) return kn__err(KN_EINVAL, "onesided needs a real signal");
+    int64_t F = (len - L) / step + 1, K = onesided ? L / 2 + 1 : L, cnt = F * L;
+    int64_t *idx = kn__malloc(sizeof(int64_t) * (size_t)cnt);
+    if (!idx) return KN_ENOMEM;
+    for (int64_t f = 0; f < F; f++)
+        for (int64_t l = 0; l < L; l++)
+            idx[f * L + l] = f * step + l;
+    kn_tensor *it = kn_from_data(KN_I64, 1, &cnt, idx);
+    kn__free(idx);
+    int64_t B = kn_tensor_shape(sig)[0], fs[3] = {B, F, L};
+    kn_tensor *frames = kn_index_select(sig, 1, it); /* (B, F*L, c) */
+    kn_tensor *re = kn_reshape(kn_squeeze(kn_slice(frames, 2, 0, 1, 1), 2), 3, fs);
+    kn_tensor *im =
+        complex_in ? kn_reshape(kn_squeeze(kn_slice(frames, 2, 1, 2, 1), 2), 3, fs) : NULL;
+    if (win) {
+        if (kn_tensor_numel(win) != L)
+            return kn__err(KN_ESHAPE, "window of %lld values for frames of %lld",
+                           (long long)kn_tensor_numel(win), (long long)L);
+        kn_tensor *w = kn_reshape(kn_tensor_dtype(win) == dt ? win : kn_cast(win, dt), 1, &L);
+        re = kn_mul(re, w);
+        if (im) im = kn_mul(im, w);
+    }
+    kn_tensor *ore, *oim;
+    kn_status st = dft_last(re, im, L, K, false, dt, &ore, &oim);
+    if (st) return st;
+    kn_tensor *parts[2] = {ore, oim};
+    return kn__ox_set(x, 0, kn_stack(parts, 2, 3));
+}
+
 const kn_ox_op kn__ox_ops_misc[] = {
+    {"STFT", stft, 17, 0, false},
+    {"DFT", dft, 17, 0, false},
     {"MaxUnpool", max_unpool, 9, 0, false},
     {"ReverseSequence", reverse_sequence, 10, 0, false},
     {"BitShift", bit_shift, 11, 0, false},
