@@ -429,8 +429,8 @@ static void test_hostile(void) {
     printf("  hostile: %d imported, %d refused with a message\n", ok, err);
 }
 
-/* inputs that crashed the import fuzzer (fuzz/fuzz_onnx_import.c), kept as regression tests: each
- * must import, compile and run, or fail with a message */
+/* inputs that crashed or hung the import (found by fuzz/fuzz_onnx_import.c or by review), kept
+ * as regression tests: each must import, compile and run, or fail with a message */
 static void test_fuzz_crashers(void) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/tests/data/onnx/crashers", src_dir());
@@ -468,7 +468,7 @@ static void test_fuzz_crashers(void) {
     }
     closedir(d);
     KT_TRUE(n > 0);
-    printf("  %d fuzzer crashers import or fail cleanly\n", n);
+    printf("  %d former crashers import or fail cleanly\n", n);
 }
 
 int main(void) {

@@ -672,6 +672,11 @@ static kn_status run_loop(imp *im, const kn_onnx_node *nd) {
                                           "inputs at run time");
             goto done;
         }
+        if (kn_tensor_numel(cs->t) != 1) {
+            st = kn__err(KN_EFORMAT, "Loop: the condition has %lld elements, not one",
+                         (long long)kn_tensor_numel(cs->t));
+            goto done;
+        }
         cond = kn_item(cs->t) != 0;
         for (size_t k = 0; k < N + K; k++) {
             vslot *s = tab_find(im, b->outputs[k + 1].name, false);
@@ -737,7 +742,8 @@ static kn_status run_scan(imp *im, const kn_onnx_node *nd) {
             M = nd->attrs[i].i;
     if (im->opset < 9) return kn__err(KN_EUNSUPPORTED, "Scan before opset 9 (batched form)");
     if (!b || M < 1 || (size_t)M > nd->n_inputs || nd->n_inputs > KN_OX_MAX_IO ||
-        b->n_inputs != nd->n_inputs || b->n_outputs != nd->n_outputs)
+        nd->n_outputs > KN_OX_MAX_IO || b->n_inputs != nd->n_inputs ||
+        b->n_outputs != nd->n_outputs)
         return kn__err(KN_EFORMAT, "Scan: inputs, outputs and body do not fit together");
     size_t N = nd->n_inputs - (size_t)M, K = nd->n_outputs - N;
     if (nd->n_outputs < N) return kn__err(KN_EFORMAT, "Scan: fewer outputs than state values");
@@ -874,6 +880,8 @@ static int run_graph(void *user, kn_tensor *const *in, int nin, kn_tensor **out,
     return (int)g->n_outputs;
 }
 
+#define EXAMPLE_MAX ((int64_t)1 << 28) /* elements of an example made from a declared shape */
+
 /* Example inputs: the caller's, or made from the declared shapes (symbolic dim 0 = batch). */
 static kn_status make_examples(imp *im, const kn_onnx_opts *o, int64_t batch, kn_tensor **ex,
                                bool *sym) {
@@ -911,6 +919,14 @@ static kn_status make_examples(imp *im, const kn_onnx_opts *o, int64_t batch, kn
             }
         }
         if (vi->ndims == 0) *sym = false;
+        /* the file's declared shape sizes the example: bounded (give examples for more) */
+        int64_t numel = 1;
+        for (int d = 0; d < vi->ndims; d++)
+            if (numel > 0 && (shape[d] > EXAMPLE_MAX || (numel *= shape[d]) > EXAMPLE_MAX))
+                return kn__err(KN_ELIMIT,
+                               "input '%.*s': a declared shape of more than %lld elements; give "
+                               "example inputs",
+                               (int)vi->name.n, vi->name.p, (long long)EXAMPLE_MAX);
         if (dt == KN_F32 || dt == KN_F64)
             ex[i] = kn_rand((kn_dtype)dt, vi->ndims, shape);
         else

@@ -52,9 +52,13 @@ static kn_status read_spatial(const kn_ox *x, int nd, const int64_t *in, const i
         for (int i = 0; i < nd; i++)
             sp->pb[i] = v[i], sp->pe[i] = v[nd + i];
     }
+    const int64_t big = (int64_t)1 << 31; /* kiln's kernels take int-sized geometry */
     for (int i = 0; i < nd; i++)
-        if (sp->k[i] < 1 || sp->s[i] < 1 || sp->d[i] < 1 || sp->pb[i] < 0 || sp->pe[i] < 0)
-            return kn__err(KN_EINVAL, "kernel, strides and dilations must be positive, pads >= 0");
+        if (sp->k[i] < 1 || sp->s[i] < 1 || sp->d[i] < 1 || sp->pb[i] < 0 || sp->pe[i] < 0 ||
+            sp->k[i] > big || sp->s[i] > big || sp->d[i] > big || sp->pb[i] > big ||
+            sp->pe[i] > big)
+            return kn__err(KN_EINVAL,
+                           "kernel, strides and dilations must be in [1, 2^31], pads in [0, 2^31]");
     char ap[32];
     const char *mode = autopad ? kn__ox_str(x, "auto_pad", "NOTSET", ap, sizeof ap) : "NOTSET";
     bool upper = !strcmp(mode, "SAME_UPPER"), lower = !strcmp(mode, "SAME_LOWER");

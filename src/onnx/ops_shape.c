@@ -230,6 +230,11 @@ static kn_status slice(kn_ox *x) {
         int64_t dim = kn_tensor_shape(a)[d], step = nst >= 0 ? sp[i] : 1;
         int64_t s = st_[i], e = en[i];
         if (step == 0) return kn__err(KN_EINVAL, "step 0");
+        /* a step beyond the dim takes at most one element either way: clamping it keeps the
+         * result and the arithmetic in range (INT64_MIN cannot be negated) */
+        int64_t lim = dim > 0 ? dim : 1;
+        if (step > lim) step = lim;
+        if (step < -lim) step = -lim;
         if (step > 0) {
             y = kn_slice(y, d, s < -dim ? 0 : s, e < -dim ? 0 : e, step);
             continue;
@@ -335,8 +340,8 @@ static kn_status range(kn_ox *x) {
     if (v[2] == 0) return kn__err(KN_EINVAL, "delta 0");
     kn_dtype dt = kn_tensor_dtype(x->in[0]);
     double cnt = ceil((v[1] - v[0]) / v[2]);
+    if (!(cnt <= 1e9)) return kn__err(KN_ELIMIT, "range of %g elements", cnt); /* NaN too */
     int64_t n = cnt > 0 ? (int64_t)cnt : 0;
-    if (cnt > 1e9) return kn__err(KN_ELIMIT, "range of %.0f elements", cnt);
     kn_tensor *r = kn_empty(KN_F64, 1, &n);
     if (!r) return kn_last_status();
     double *p = kn_tensor_data(r);
@@ -392,7 +397,8 @@ static kn_status pad(kn_ox *x) {
     for (int d = 0; d < r && y; d++) {
         int64_t lo = p[d], hi = p[r + d], dim = kn_tensor_shape(a)[d];
         if (!lo && !hi) continue;
-        if (lo < 0 || hi < 0 || dim == 0 || (reflect && (lo >= dim || hi >= dim)))
+        if (lo < 0 || hi < 0 || dim == 0 || lo > (int64_t)1 << 31 || hi > (int64_t)1 << 31 ||
+            (reflect && (lo >= dim || hi >= dim)))
             return kn__err(KN_EINVAL, "%s pads (%lld, %lld) do not fit dim %d of size %lld", mode,
                            (long long)lo, (long long)hi, d, (long long)dim);
         int64_t cnt = dim + lo + hi;
@@ -434,7 +440,7 @@ static kn_status depth_space(kn_ox *x) {
     int64_t b = kn__ox_int(x, "blocksize", 0);
     const int64_t *s = kn_tensor_shape(a);
     int64_t N = s[0], C = s[1], H = s[2], W = s[3];
-    if (b < 1) return kn__err(KN_EINVAL, "blocksize must be positive");
+    if (b < 1 || b > (1 << 15)) return kn__err(KN_EINVAL, "blocksize must be in [1, 32768]");
     bool to_space = x->node->op_type.p[0] == 'D';
     kn_tensor *y;
     if (to_space) {
@@ -472,8 +478,12 @@ static kn_status eye_like(kn_ox *x) {
     int64_t n = kn_tensor_shape(a)[0], m = kn_tensor_shape(a)[1], k = kn__ox_int(x, "k", 0);
     double *p = kn__calloc((size_t)(n * m) + 1, sizeof(double));
     if (!p) return KN_ENOMEM;
-    for (int64_t i = 0; i < n; i++)
-        if (i + k >= 0 && i + k < m) p[i * m + i + k] = 1;
+    /* the rows i with 0 <= i + k < m, computed without overflow (k comes from the file) */
+    if (n > 0 && m > 0 && k < m && k > -n) {
+        int64_t i0 = k < 0 ? -k : 0, i1 = m - k < n ? m - k : n;
+        for (int64_t i = i0; i < i1; i++)
+            p[i * m + i + k] = 1;
+    }
     kn_tensor *e = kn_from_data(KN_F64, 2, kn_tensor_shape(a), p);
     kn__free(p);
     return kn__ox_set(x, 0, e ? kn_cast(e, dt) : NULL);

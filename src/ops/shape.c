@@ -327,6 +327,7 @@ static kn_status slice_resolve(const char *who, const kn_attrs *at, int ndim, co
     int64_t step = kn__attr_int(at, "step", 1);
     if (step <= 0)
         return kn__err(KN_EINVAL, "%s: step must be positive, got %lld", who, (long long)step);
+    if (step > (shape[d] > 0 ? shape[d] : 1)) step = shape[d] > 0 ? shape[d] : 1; /* same view */
     if (start < 0) start = start < -size ? 0 : start + size;
     if (end < 0) end = end < -size ? 0 : end + size;
     if (start > size) start = size;
