@@ -119,6 +119,13 @@ static const conv_case k_cases[] = {
     {3, 8, 12, 11, 8, 3, 3, 1, 2, 1, 1, 1, 1, 1, 1, 8},  /* depthwise, column stride 2 */
     {3, 4, 6, 9, 6, 2, 4, 1, 1, 0, 1, 1, 2, 1, 1, 2},    /* shifted GEMM: groups, even, asym */
     {2, 5, 7, 5, 3, 3, 1, 1, 1, 2, 0, 0, 0, 1, 1, 1},    /* shifted GEMM: 3x1, top pad only */
+    /* batches of 16+ small images: the batch-in-lanes kernels (x86/conv_b16_avx512.c) */
+    {16, 1, 28, 28, 6, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1, 1},  /* LeNet conv1: one group */
+    {20, 6, 12, 12, 16, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1, 1}, /* LeNet conv2: a partial group */
+    {33, 3, 9, 7, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},    /* pad 1, O and OW not block sizes */
+    {17, 4, 6, 10, 7, 7, 7, 1, 1, 3, 3, 3, 3, 1, 1, 1},   /* 7x7 kernel wider than the image */
+    {16, 2, 5, 6, 9, 1, 3, 1, 1, 0, 2, 0, 1, 1, 1, 1},    /* 1x3, asymmetric column pads */
+    {48, 8, 4, 4, 8, 2, 6, 1, 1, 2, 1, 0, 4, 1, 1, 1},    /* even kernel, pads past it; 3 groups */
 };
 
 static void conv_attrs(kn_attrs *a, const conv_case *c) {
@@ -181,18 +188,23 @@ static void test_conv2d_strided_inputs(void) {
     KT_CLOSE(kn_conv2d(xt, wt, b, &o), kn_conv2d(x, w, kn_contiguous(b), &o), 0, 0);
 }
 
-/* results do not depend on the thread count (images in parallel vs threaded GEMM) */
+/* results do not depend on the thread count (images in parallel vs threaded GEMM, groups of 16
+ * images per thread vs shared) */
 static void test_conv2d_threads(void) {
     int prev = kn_get_num_threads();
     kn_tensor *x = kn_randn(KN_F32, 4, (int64_t[]){4, 16, 20, 20});
     kn_tensor *w = kn_randn(KN_F32, 4, (int64_t[]){16, 16, 3, 3});
     kn_tensor *x1 = kn_randn(KN_F32, 4, (int64_t[]){1, 16, 20, 20});
-    kn_tensor *r[2][6];
+    /* batch-in-lanes kernels: 3 groups of 16 (shared out per group) and 4 (a group per thread) */
+    kn_tensor *x48 = kn_randn(KN_F32, 4, (int64_t[]){48, 16, 9, 7});
+    kn_tensor *x64 = kn_randn(KN_F32, 4, (int64_t[]){64, 16, 6, 6});
+    kn_tensor *xs[4] = {x, x1, x48, x64};
+    kn_tensor *r[2][12];
     kn_conv_opts o = {.padding = {1, 1}};
     for (int t = 0; t < 2; t++) {
         kn_set_num_threads(t + 1);
-        for (int k = 0; k < 2; k++) {
-            kn_tensor *xx = k ? x1 : x;
+        for (int k = 0; k < 4; k++) {
+            kn_tensor *xx = xs[k];
             kn_tensor *xl = kn_detach(xx), *wl = kn_detach(w);
             kn_tensor_set_requires_grad(xl, true);
             kn_tensor_set_requires_grad(wl, true);
@@ -206,7 +218,7 @@ static void test_conv2d_threads(void) {
         }
     }
     kn_set_num_threads(prev);
-    for (int k = 0; k < 6; k++)
+    for (int k = 0; k < 12; k++)
         KT_CLOSE(r[1][k], r[0][k], 0, 0);
 }
 

@@ -105,5 +105,12 @@ bool kn__conv_direct_avx512_bwd_data(const float *gy, const float *w, const floa
 /* its weight gradient for small images (<= 1024 output positions); gw (O, C, KH, KW) */
 bool kn__conv_direct_avx512_bwd_weight(const float *x, const float *gy, float *gw,
                                        const kn_conv_geom *g);
+/* Batch-in-lanes variants for batches (>= 16) of small images (x86/conv_b16_avx512.c): same
+ * contracts (fwd applies g->relu; false: not applicable, nothing done). */
+bool kn__conv_b16_fwd(const float *x, const float *w, const float *b, float *y,
+                      const kn_conv_geom *g);
+bool kn__conv_b16_bwd_data(const float *gy, const float *w, const float *b, float *gx,
+                           const kn_conv_geom *g);
+bool kn__conv_b16_bwd_weight(const float *x, const float *gy, float *gw, const kn_conv_geom *g);
 
 #endif

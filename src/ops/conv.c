@@ -219,7 +219,8 @@ static kn_status conv_fwd_gemm(kn_dtype dt, const void *x, const void *w, const 
         return KN_OK;
     }
     const bool direct = is_direct_1x1(g, p);
-    if (!direct && dt == KN_F32 && kn__conv_direct_avx512_fwd(x, w, b, y, g)) {
+    if (!direct && dt == KN_F32 &&
+        (kn__conv_b16_fwd(x, w, b, y, g) || kn__conv_direct_avx512_fwd(x, w, b, y, g))) {
         *relu_done = g->relu; /* the kernel applies it while adding the bias */
         return KN_OK;
     }
@@ -293,7 +294,10 @@ static kn_status conv_bwd_data_gemm(kn_dtype dt, const void *gy, const void *w, 
         return KN_OK;
     }
     const bool direct = is_direct_1x1(g, p);
-    if (!direct && dt == KN_F32 && kn__conv_direct_avx512_bwd_data(gy, w, b, gx, g)) return KN_OK;
+    if (!direct && dt == KN_F32 &&
+        (kn__conv_b16_bwd_data(gy, w, b, gx, g) ||
+         kn__conv_direct_avx512_bwd_data(gy, w, b, gx, g)))
+        return KN_OK;
     if (!direct && kn__conv_shift_bwd_data(dt, gy, w, b, gx, g)) return KN_OK;
     const int64_t th = tile_rows(g, KK, es);
     const bool par = images_parallel(g->N, nth);
@@ -357,7 +361,9 @@ static kn_status conv_bwd_weight_gemm(kn_dtype dt, const void *x, const void *gy
         return KN_OK;
     }
     const bool direct = is_direct_1x1(g, p);
-    if (!direct && dt == KN_F32 && kn__conv_direct_avx512_bwd_weight(x, gy, gw, g)) return KN_OK;
+    if (!direct && dt == KN_F32 &&
+        (kn__conv_b16_bwd_weight(x, gy, gw, g) || kn__conv_direct_avx512_bwd_weight(x, gy, gw, g)))
+        return KN_OK;
     const int64_t th = tile_rows(g, KK, es);
     int64_t S = g->N < WGRAD_SLOTS ? g->N : WGRAD_SLOTS;
     while (S > 1 && (S - 1) * WN * (int64_t)es > WGRAD_SLOT_BYTES)
