@@ -19,6 +19,14 @@ static int same_bits(const kn_tensor *a, const kn_tensor *b) {
     return 1;
 }
 
+/* plan of g at `batch` as text */
+static void plan_text(kn_graph *g, int64_t batch, char *buf, size_t n) {
+    memset(buf, 0, n);
+    FILE *f = fmemopen(buf, n - 1, "w");
+    KT_OK(kn_graph_print(g, f, true, batch));
+    fclose(f);
+}
+
 static kn_tensor *eager_eval(kn_module *m, kn_tensor *x) {
     kn_module_train(m, false);
     bool prev = kn_no_grad_begin();
@@ -168,6 +176,53 @@ static void test_prepack(void) {
                 KT_TRUE(same_bits(y, yr));
                 KT_CLOSE(y, kn_linear(in[0], w, nin == 3 ? in[2] : NULL), 1e-4, 1e-4);
             }
+    kn_scope_end(s);
+}
+
+/* two independent GEMMs too small to gain from a second thread each: the plan runs them side
+ * by side (interop.c); bit-identical to eager with the pass on, off, and on one thread */
+static int two_gemms(void *user, kn_tensor *const *in, int nin, kn_tensor **out, int max_out) {
+    out[0] = kn_add(kn_relu(kn_matmul(in[0], in[1])), kn_matmul(in[2], in[3]));
+    return 1;
+}
+
+static void test_interop_windows(void) {
+    kn_scope s = kn_scope_begin();
+    kn_manual_seed(11);
+    int64_t sh[2] = {160, 160};
+    kn_tensor *in[4];
+    for (int k = 0; k < 4; k++)
+        in[k] = kn_randn(KN_F32, 2, sh);
+    kn_tensor *ref = NULL;
+    KT_EQ_INT(1, two_gemms(NULL, in, 4, &ref, 1));
+    kn_graph *g = kn_trace(two_gemms, NULL, in, 4, &(kn_trace_opts){.static_batch = true});
+    KT_NOTNULL(g);
+    static char plan[1 << 14];
+    plan_text(g, 0, plan, sizeof plan);
+    KT_TRUE(strstr(plan, "two lanes") != NULL);
+    int prev = kn_get_num_threads();
+    for (int t = 2; t >= 1; t--) {
+        kn_set_num_threads(t);
+        kn_tensor *y = NULL;
+        KT_EQ_INT(1, kn_graph_run(g, in, 4, &y, 1));
+        KT_TRUE(same_bits(y, ref));
+    }
+    kn_set_num_threads(prev);
+    KT_OK(kn_graph_compile(g, &(kn_compile_opts){.disable = KN_PASS_INTEROP}));
+    plan_text(g, 0, plan, sizeof plan);
+    KT_TRUE(strstr(plan, "two lanes") == NULL);
+    kn_tensor *y = NULL;
+    KT_EQ_INT(1, kn_graph_run(g, in, 4, &y, 1));
+    KT_TRUE(same_bits(y, ref));
+    /* allocation-free once warm, the second lane's thread included */
+    KT_OK(kn_graph_compile(g, NULL));
+    KT_OK(kn_graph_run_into(g, in, 4, &y, 1));
+    uint64_t before = kn__alloc_count();
+    for (int r = 0; r < 3; r++)
+        KT_OK(kn_graph_run_into(g, in, 4, &y, 1));
+    KT_EQ_INT(0, kn__alloc_count() - before);
+    KT_TRUE(same_bits(y, ref));
+    kn_graph_free(g);
     kn_scope_end(s);
 }
 
@@ -334,9 +389,11 @@ static int loss_fn(void *user, kn_tensor *const *in, int nin, kn_tensor **out, i
     return out[0] ? 1 : kn_last_status();
 }
 
-/* 20 steps eager vs 20 steps as a compiled graph, same init and batches: identical losses and
- * parameters (bit for bit), with a batch of another size at step 10 (a second trace). */
-static void train_both(kn_module *(*make)(void), bool adam, bool big_grad) {
+/* 20 steps eager vs 20 steps as a compiled graph, same init and batches of B: identical losses
+ * and parameters (bit for bit), with a batch of another size at step 10 (a second trace). With
+ * `lanes` the plan must hold a concurrent window (interop.c). */
+static void train_both_b(kn_module *(*make)(void), bool adam, bool big_grad, int64_t batch,
+                         bool lanes) {
     kn_scope s = kn_scope_begin();
     kn_module *m[2];
     kn_optimizer *opt[2];
@@ -353,7 +410,7 @@ static void train_both(kn_module *(*make)(void), bool adam, bool big_grad) {
     kn_manual_seed(8);
     for (int step = 0; step < 20; step++) {
         kn_scope inner = kn_scope_begin();
-        int64_t B = step == 10 ? 5 : 16;
+        int64_t B = step == 10 ? 5 : batch;
         kn_tensor *x = kn_randn(KN_F32, 4, (int64_t[]){B, 1, 28, 28});
         kn_tensor *y = kn_cast(kn_mul_scalar(kn_rand(KN_F32, 1, &B), 9.99), KN_I64);
         /* eager */
@@ -375,7 +432,7 @@ static void train_both(kn_module *(*make)(void), bool adam, bool big_grad) {
     KT_EQ_INT(20, kn_optimizer_steps(opt[1]));
     {
         /* a compiled training step allocates nothing once traced */
-        int64_t B = 16;
+        int64_t B = batch;
         kn_tensor *x = kn_randn(KN_F32, 4, (int64_t[]){B, 1, 28, 28});
         kn_tensor *y = kn_cast(kn_mul_scalar(kn_rand(KN_F32, 1, &B), 9.99), KN_I64);
         kn_tensor *in[2] = {x, y};
@@ -393,10 +450,13 @@ static void train_both(kn_module *(*make)(void), bool adam, bool big_grad) {
         /* the weight-gradient GEMMs were fused into their updates */
         char buf[8192] = {0};
         FILE *f = fmemopen(buf, sizeof buf - 1, "w");
-        KT_OK(kn_graph_print(kn_train_step_graph(ts), f, false, 16));
+        KT_OK(kn_graph_print(kn_train_step_graph(ts), f, false, batch));
         fclose(f);
         /* gradients of 1 MiB or more are applied block by block */
         KT_EQ_INT(big_grad, strstr(buf, "matmul_update") != NULL);
+        static char plan[1 << 16];
+        plan_text(kn_train_step_graph(ts), batch, plan, sizeof plan);
+        if (lanes) KT_TRUE(strstr(plan, "two lanes") != NULL);
     }
     kn_train_step_free(ts);
     for (int k = 0; k < 2; k++) {
@@ -406,8 +466,22 @@ static void train_both(kn_module *(*make)(void), bool adam, bool big_grad) {
     kn_scope_end(s);
 }
 
+static void train_both(kn_module *(*make)(void), bool adam, bool big_grad) {
+    train_both_b(make, adam, big_grad, 16, false);
+}
+
 static void test_train_step_mlp_sgd(void) {
     train_both(mlp, false, false);
+}
+/* LeNet at batch 64: the backward pass runs weight and input gradients side by side (interop),
+ * with the batch-in-lanes convolution kernels; the same bits as eager, also on one thread (the
+ * windows then run their lanes one after the other) */
+static void test_train_step_lenet_b64_lanes(void) {
+    train_both_b(lenet, false, false, 64, true);
+    int prev = kn_get_num_threads();
+    kn_set_num_threads(1);
+    train_both_b(lenet, true, false, 64, true);
+    kn_set_num_threads(prev);
 }
 static void test_train_step_lenet_sgd(void) {
     train_both(lenet, false, false);
@@ -623,6 +697,8 @@ int main(void) {
     KT_RUN(test_train_step_mlp_adam);
     KT_RUN(test_train_step_mlp_full_adam);
     KT_RUN(test_train_step_lenet_adam);
+    KT_RUN(test_train_step_lenet_b64_lanes);
+    KT_RUN(test_interop_windows);
     KT_RUN(test_mlp_bit_exact);
     KT_RUN(test_lenet_bit_exact);
     KT_RUN(test_fused_chain_bit_exact);

@@ -78,7 +78,8 @@ enum {
     KN_PASS_EARLY_UPDATE = 1 << 8, /* optimizer updates run as soon as nothing else reads */
     KN_PASS_UPDATE_FUSE = 1 << 9,  /* a weight-gradient GEMM is applied block by block */
     KN_PASS_PREPACK = 1 << 10,     /* f32 linear weights packed once for the GEMM (freeze only) */
-    KN_PASS_ALL = 0x7ff,
+    KN_PASS_INTEROP = 1 << 11,     /* independent heavy nodes run side by side, a thread each */
+    KN_PASS_ALL = 0xfff,
 };
 typedef struct kn_compile_opts {
     unsigned disable; /* KN_PASS_* bits to switch off (bisecting) */

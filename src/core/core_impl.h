@@ -151,6 +151,21 @@ uint64_t kn__rng_at(uint64_t seed, uint64_t counter);
 
 /* ---- threads ---- */
 int kn__threads(void); /* current setting, initialised on first use */
+/* whether this CPU has AVX-512F (the x86 kernels' gate; a load of a flag set at startup, so
+ * safe from any thread) */
+static inline bool kn__has_avx512f(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    return __builtin_cpu_supports("avx512f");
+#else
+    return false;
+#endif
+}
+/* This thread's kernels use n threads from now on (0: the global setting again); returns the
+ * previous local value. The graph executor's concurrent lanes run with 1. */
+int kn__threads_local(int n);
+/* OpenBLAS's thread count for the next calls, process-wide (no-op without BLAS); the caller
+ * makes sure no BLAS call is in flight and restores kn__threads() afterwards. */
+void kn__blas_threads(int n);
 /* for (int64_t var = 0; var < n; var++) { body } on nth threads when `par`, else serially and
  * OUTSIDE any parallel region. Not `#pragma omp parallel for if (par)`: that inactive region
  * makes the threaded kernels inside the body (im2col, BLAS) nested teams, which libgomp runs

@@ -134,6 +134,12 @@ kn_status kn__g_fuse(kn_graph *g, bool epilogue);
 kn_status kn__g_early_updates(kn_graph *g);
 kn_status kn__g_fuse_updates(kn_graph *g);
 
+/* ---- interop.c ---- */
+/* Concurrent windows of the schedule for shapes sh/nd: win_end[s] = e > s when nodes [s, e) run
+ * as two lanes (lane[k] = 0 or 1), else 0. Nothing when g->copts disables KN_PASS_INTEROP. */
+kn_status kn__g_interop(const kn_graph *g, int64_t (*sh)[KN_MAX_DIMS], const int *nd, int *win_end,
+                        uint8_t *lane);
+
 /* ---- plan.c ---- */
 void kn__plan_free_all(kn_graph *g);
 kn_plan *kn__plan_get(kn_graph *g, int64_t batch);

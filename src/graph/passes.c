@@ -594,6 +594,7 @@ static unsigned env_disabled(void) {
                  {"early_upd", KN_PASS_EARLY_UPDATE},
                  {"upd_gemm", KN_PASS_UPDATE_FUSE},
                  {"prepack", KN_PASS_PREPACK},
+                 {"interop", KN_PASS_INTEROP},
                  {"all", KN_PASS_ALL}};
     const char *e = getenv("KILN_GRAPH_DISABLE");
     unsigned bits = 0;

@@ -14,6 +14,8 @@
  * copies nothing and allocates nothing (kernels that need scratch take it from kiln's caching
  * allocator). Outputs that are views or inputs are copied out at the end.
  */
+#include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "graph/graph_impl.h"
@@ -40,6 +42,8 @@ struct kn_plan {
     kn_attrs *attrs;      /* per node, bound to the batch */
     kn_tensor **copy_src; /* K_COPY: header of the input's shape over the output's buffer */
     int *ws_buf;          /* per node: workspace buffer or -1 */
+    int *win_end;         /* per node: > 0 where a concurrent window starts (interop.c) */
+    uint8_t *lane;        /* per node in a window: lane 0 or 1, or 2: right after the window */
     pbuf *bufs;
     int nbufs;
     void **staging; /* per input: a buffer for callers' non-contiguous inputs */
@@ -64,6 +68,8 @@ static void plan_free(kn_plan *p) {
     kn__free(p->attrs);
     kn__free(p->copy_src);
     kn__free(p->ws_buf);
+    kn__free(p->win_end);
+    kn__free(p->lane);
     for (int k = 0; p->bufs && k < p->nbufs; k++)
         if (p->bufs[k].own_st) kn__free(p->bufs[k].st);
     kn__free(p->bufs);
@@ -87,6 +93,7 @@ static int64_t align64(int64_t n) {
     return (n + 63) & ~(int64_t)63;
 }
 
+/* def: the step (plan.c's unit of liveness) that writes it */
 static int new_buf(kn_plan *p, kn_tensor *t, int def) {
     pbuf *b = &p->bufs[p->nbufs];
     b->size = align64((int64_t)t->storage->nbytes);
@@ -95,14 +102,15 @@ static int new_buf(kn_plan *p, kn_tensor *t, int def) {
     return p->nbufs++;
 }
 
-/* In place: node i may write over input value v's buffer (v dies here, same bytes). */
+/* In place: node i may write over input value v's buffer (v dies at i's step, same bytes).
+ * Never for a node of a concurrent lane, where "dies at this step" does not order the readers. */
 static int inplace_source(const kn_graph *g, kn_plan *p, const kn_gnode *n, int i, int out,
-                          const int *last_use) {
-    if (g->copts.disable & KN_PASS_INPLACE) return -1;
+                          const int *last_use, const int *step, bool concurrent) {
+    if ((g->copts.disable & KN_PASS_INPLACE) || concurrent) return -1;
     if (n->op && !n->op->pointwise) return -1;
     for (int j = 0; j < n->nin; j++) {
         int v = n->in[j], b = p->buf_of[v];
-        if (b < 0 || p->root[v] != v || last_use[v] != i || p->bufs[b].output) continue;
+        if (b < 0 || p->root[v] != v || last_use[v] != step[i] || p->bufs[b].output) continue;
         const kn_tensor *a = p->vt[v], *o = p->vt[out];
         if (a->dtype != o->dtype || a->ndim != o->ndim ||
             memcmp(a->shape, o->shape, sizeof(int64_t) * (size_t)a->ndim) || !kn__is_contiguous(a))
@@ -121,6 +129,11 @@ static kn_status build(kn_graph *g, kn_plan *p) {
     int64_t(*sh)[KN_MAX_DIMS] = kn__calloc((size_t)nv, sizeof *sh);
     int *nd = kn__calloc((size_t)nv, sizeof(int));
     int *last_use = kn__calloc((size_t)nv, sizeof(int));
+    /* step[i]: node i's time for liveness, in execution order. The lanes of a concurrent window
+     * all have the window's first index (every buffer they use is alive across the window), the
+     * nodes deferred after it the next ones; conc[i]: node i runs in a lane */
+    int *step = kn__malloc(sizeof(int) * (size_t)(nn ? nn : 1));
+    uint8_t *conc = kn__calloc((size_t)(nn ? nn : 1), 1);
     p->nvals = nv;
     p->nnodes = nn;
     p->vt = kn__calloc((size_t)nv, sizeof *p->vt);
@@ -131,15 +144,28 @@ static kn_status build(kn_graph *g, kn_plan *p) {
     p->copy_src = kn__calloc((size_t)(nn ? nn : 1), sizeof *p->copy_src);
     p->bufs = kn__calloc((size_t)nv + (size_t)nn, sizeof *p->bufs);
     p->ws_buf = kn__malloc(sizeof(int) * (size_t)(nn ? nn : 1));
+    p->win_end = kn__calloc((size_t)(nn ? nn : 1), sizeof(int));
+    p->lane = kn__calloc((size_t)(nn ? nn : 1), 1);
     p->staging = kn__calloc((size_t)g->ninputs + 1, sizeof *p->staging);
     p->ninputs = p->staging ? g->ninputs : 0;
     kn_status st = KN_OK;
     if (!sh || !nd || !last_use || !p->vt || !p->buf_of || !p->root || !p->kind || !p->attrs ||
-        !p->copy_src || !p->bufs || !p->staging || !p->ws_buf) {
+        !p->copy_src || !p->bufs || !p->staging || !p->ws_buf || !step || !conc || !p->win_end ||
+        !p->lane) {
         st = kn_last_status();
         goto done;
     }
     if ((st = kn__g_infer(g, p->batch, sh, nd))) goto done;
+    if ((st = kn__g_interop(g, sh, nd, p->win_end, p->lane))) goto done;
+    for (int i = 0; i < nn; i++)
+        step[i] = i;
+    for (int i = 0; i < nn; i++) {
+        int next = i + 1;
+        for (int k = i; k < p->win_end[i]; k++) {
+            conc[k] = p->lane[k] < 2;
+            step[k] = conc[k] ? i : next++;
+        }
+    }
     for (int v = 0; v < nv; v++) {
         p->buf_of[v] = -1;
         p->root[v] = v;
@@ -147,7 +173,7 @@ static kn_status build(kn_graph *g, kn_plan *p) {
     }
     for (int i = 0; i < nn; i++)
         for (int j = 0; j < g->nodes[i].nin; j++)
-            last_use[g->nodes[i].in[j]] = i;
+            if (step[i] > last_use[g->nodes[i].in[j]]) last_use[g->nodes[i].in[j]] = step[i];
     /* graph outputs are read after the last node: nothing may overwrite them (nor, through the
      * view propagation below, the buffers they are views of) */
     for (int k = 0; k < g->noutputs; k++)
@@ -211,7 +237,7 @@ static kn_status build(kn_graph *g, kn_plan *p) {
             ws->external = true;
             pbuf *b = &p->bufs[p->nbufs];
             b->size = align64((int64_t)wb);
-            b->def = b->last = i;
+            b->def = b->last = step[i];
             b->st = ws;
             b->own_st = true;
             p->ws_buf[i] = p->nbufs++;
@@ -220,7 +246,8 @@ static kn_status build(kn_graph *g, kn_plan *p) {
             int v = n->out[o];
             if (!(p->vt[v] = kn__tensor_external(g->vals[v].dtype, nd[v], sh[v], NULL))) goto oom;
         }
-        int v0 = n->out[0], src = n->nout == 1 ? inplace_source(g, p, n, i, v0, last_use) : -1;
+        int v0 = n->out[0],
+            src = n->nout == 1 ? inplace_source(g, p, n, i, v0, last_use, step, conc[i]) : -1;
         for (int o = 0; o < n->nout; o++) {
             int v = n->out[o];
             if (o == 0 && src >= 0) {
@@ -233,7 +260,7 @@ static kn_status build(kn_graph *g, kn_plan *p) {
                 p->buf_of[v] = p->buf_of[src];
                 continue;
             }
-            p->buf_of[v] = new_buf(p, p->vt[v], i);
+            p->buf_of[v] = new_buf(p, p->vt[v], step[i]);
             p->bufs[p->buf_of[v]].output = kn__g_is_output(g, v);
         }
         if (p->kind[i] == K_COPY) {
@@ -293,6 +320,8 @@ done:
     kn__free(sh);
     kn__free(nd);
     kn__free(last_use);
+    kn__free(step);
+    kn__free(conc);
     return st;
 }
 
@@ -382,6 +411,39 @@ static bool fits(const kn_tensor *t, const kn_tensor *want) {
            memcmp(t->shape, want->shape, sizeof(int64_t) * (size_t)t->ndim) == 0;
 }
 
+/* Window [s, e): lanes 0 and 1 side by side, a thread each with single-threaded kernels
+ * (OpenBLAS too, for the window's duration), then the deferred nodes (lane 2) in order. The
+ * first error (lowest node) is returned. Without `together` (one thread) the lanes run one
+ * after the other, which the memory plan allows as well. */
+static kn_status run_window(const kn_graph *g, kn_plan *p, int s, int e, bool together) {
+    kn_status st[2] = {KN_OK, KN_OK};
+    int bad[2] = {e, e};
+    char msg[2][320] = {"", ""};
+    if (together) kn__blas_threads(1);
+#pragma omp parallel num_threads(2) if (together)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        int prev = kn__threads_local(together ? 1 : 0);
+        for (int l = t; l < 2; l += nt)
+            for (int k = s; k < e && !st[l]; k++) {
+                if (p->lane[k] != l) continue;
+                if ((st[l] = run_node(g, p, k))) {
+                    bad[l] = k;
+                    snprintf(msg[l], sizeof msg[l], "%s", kn_last_error());
+                }
+            }
+        kn__threads_local(prev);
+    }
+    if (together) kn__blas_threads(kn__threads());
+    int l = bad[1] < bad[0];
+    if (st[l]) return kn__err(st[l], "%s", msg[l]);
+    for (int k = s; k < e; k++) {
+        kn_status r = p->lane[k] == 2 ? run_node(g, p, k) : KN_OK;
+        if (r) return r;
+    }
+    return KN_OK;
+}
+
 kn_status kn__plan_run(kn_graph *g, kn_plan *p, kn_tensor *const *in, kn_tensor *const *out) {
     for (int i = 0; i < g->ninputs; i++) {
         kn_tensor *h = p->vt[g->inputs[i]];
@@ -397,9 +459,12 @@ kn_status kn__plan_run(kn_graph *g, kn_plan *p, kn_tensor *const *in, kn_tensor 
         int v = g->outputs[i], b = p->buf_of[v];
         if (b >= 0 && p->root[v] == v && p->bufs[b].output) p->bufs[b].st->data = kn__ptr(out[i]);
     }
-    for (int i = 0; i < g->nnodes; i++) {
-        kn_status st = run_node(g, p, i);
+    const bool lanes = kn__threads() >= 2;
+    for (int i = 0; i < g->nnodes;) {
+        bool win = p->win_end[i] > i;
+        kn_status st = win ? run_window(g, p, i, p->win_end[i], lanes) : run_node(g, p, i);
         if (st) return st;
+        i = win ? p->win_end[i] : i + 1;
     }
     for (int i = 0; i < g->noutputs; i++) {
         int v = g->outputs[i], b = p->buf_of[v];
@@ -421,7 +486,18 @@ void kn__plan_print(const kn_graph *g, const kn_plan *p, FILE *f) {
             kn__shape_str(shape, sizeof shape, t->ndim, t->shape);
             b = p->buf_of[n->out[0]];
         }
-        fprintf(f, "  %3d %-20s -> %-18s", i, kn__g_node_name(n), shape);
+        if (p->win_end[i] > i)
+            fprintf(f, "  -- nodes %d..%d: two lanes (| and ||) side by side, then the > nodes\n",
+                    i, p->win_end[i] - 1);
+        bool in_win = false;
+        for (int s = 0; s <= i && !in_win; s++)
+            in_win = p->win_end[s] > i;
+        fprintf(f, "%s%3d %-20s -> %-18s",
+                !in_win           ? "  "
+                : p->lane[i] == 2 ? " >"
+                : p->lane[i]      ? "||"
+                                  : "| ",
+                i, kn__g_node_name(n), shape);
         if (p->kind[i] == K_VIEW)
             fprintf(f, " view");
         else if (b >= 0 && p->bufs[b].output)

@@ -38,7 +38,24 @@ void kn__runtime_init(void) {
     if (atomic_load(&g_threads) == 0) apply(default_threads());
 }
 
+static _Thread_local int tl_threads; /* 0: the global setting */
+
+int kn__threads_local(int n) {
+    int prev = tl_threads;
+    tl_threads = n > 0 ? n : 0;
+    return prev;
+}
+
+void kn__blas_threads(int n) {
+#ifdef KILN_HAVE_BLAS
+    openblas_set_num_threads(n >= 1 ? n : 1);
+#else
+    (void)n;
+#endif
+}
+
 int kn__threads(void) {
+    if (tl_threads) return tl_threads;
     int n = atomic_load(&g_threads);
     if (n == 0) {
         kn__runtime_init();
@@ -53,7 +70,9 @@ kn_status kn_set_num_threads(int n) {
     return KN_OK;
 }
 
-int kn_get_num_threads(void) { return kn__threads(); }
+int kn_get_num_threads(void) {
+    return kn__threads();
+}
 
 bool kn_have_blas(void) {
 #ifdef KILN_HAVE_BLAS
@@ -68,8 +87,8 @@ const char *kn_cpu_features(void) {
     if (buf[0]) return buf;
     __builtin_cpu_init();
     size_t o = 0;
-    const char *names[] = {"sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
-                           "avx512vnni", "avx512bf16"};
+    const char *names[] = {"sse4.2",   "avx",      "avx2",       "fma",       "avx512f",
+                           "avx512bw", "avx512vl", "avx512vnni", "avx512bf16"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         int has = 0;
         switch (i) {

@@ -36,12 +36,6 @@ typedef struct {
     bool relu; /* relu on the output, in the loop that adds the bias */
 } dgeom;
 
-static bool has_avx512(void) {
-    static int v = -1;
-    if (v < 0) v = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    return v == 1;
-}
-
 /* yp[o][j0 .. j0+48) for all channel blocks, j over the flattened padded output grid (NP) */
 __attribute__((target("avx512f"))) static void out_tile(const float *xp, const float *wp, float *yp,
                                                         const dgeom *d, int64_t j0, int64_t NP,
@@ -185,7 +179,7 @@ static bool make_geom(const kn_conv_geom *g, dgeom *d) {
 
 static bool eligible(const kn_conv_geom *g) {
     /* KW <= 16 keeps the last tile's unmasked loads inside the SLACK after the padded grid */
-    return has_avx512() && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 && g->G == 1 &&
+    return kn__has_avx512f() && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 && g->G == 1 &&
            g->N >= 1 && g->KW <= 16;
 }
 

@@ -45,12 +45,6 @@ typedef struct {
     int64_t xs, ys; /* floats per group: C*H*Wp*L, O*OH*OW*L */
 } bgeom;
 
-static bool has_avx512(void) {
-    static int v = -1;
-    if (v < 0) v = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    return v == 1;
-}
-
 /* forward-form geometry: x (C, H, W) -> y (O, OH, OW), kernel KH x KW, top/left padding pt/pl */
 static bool make(bgeom *d, int64_t C, int64_t O, int64_t H, int64_t W, int64_t OH, int64_t OW,
                  int64_t KH, int64_t KW, int64_t pt, int64_t pl) {
@@ -69,7 +63,7 @@ static bool make(bgeom *d, int64_t C, int64_t O, int64_t H, int64_t W, int64_t O
 }
 
 static bool eligible(const kn_conv_geom *g) {
-    return has_avx512() && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 && g->G == 1 &&
+    return kn__has_avx512f() && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 && g->G == 1 &&
            g->N >= B16_MIN_N;
 }
 

@@ -14,12 +14,6 @@
 #include "core/core_impl.h"
 #include "kernels/conv.h"
 
-static bool has_avx512(void) {
-    static int v = -1;
-    if (v < 0) v = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    return v == 1;
-}
-
 /* One row pair of width W (<= 32): the windows' four candidates (a b / c d, 16 lanes = output
  * columns) compared in the reference's scan order, a later one winning when greater or NaN.
  * Returns the maxima; *tb, *tc, *td: lanes where b, c, d took over at their turn. */
@@ -74,7 +68,7 @@ __attribute__((target("avx512f"))) static void rows(const float *x, float *y, in
 
 bool kn__maxpool2x2_rows_avx512(const float *x, float *y, int64_t *idx, int64_t nrows, int64_t OH,
                                 int64_t W) {
-    if (!has_avx512() || W < 2 || W > 32 || (W & 1) || OH < 1 || 2 * OH * W > INT32_MAX)
+    if (!kn__has_avx512f() || W < 2 || W > 32 || (W & 1) || OH < 1 || 2 * OH * W > INT32_MAX)
         return false;
     rows(x, y, idx, nrows, OH, W);
     return true;
@@ -120,7 +114,7 @@ __attribute__((target("avx512f"))) static void bwd_rows(const float *x, const fl
 
 bool kn__maxpool2x2_bwd_rows_avx512(const float *x, const float *gy, float *gx, int64_t nrows,
                                     int64_t W, bool relu_mask) {
-    if (!has_avx512() || W < 2 || W > 32 || (W & 1)) return false;
+    if (!kn__has_avx512f() || W < 2 || W > 32 || (W & 1)) return false;
     int nth = kn__threads();
 #pragma omp parallel num_threads(nth) if (nrows * W > 16384)
     {

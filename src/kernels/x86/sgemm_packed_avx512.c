@@ -28,9 +28,7 @@
 #define NR 32
 
 bool kn__sgemm_packed_available(void) {
-    static int v = -1;
-    if (v < 0) v = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    return v == 1;
+    return kn__has_avx512f();
 }
 
 int64_t kn__sgemm_packed_size(int64_t N, int64_t K) {
