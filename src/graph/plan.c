@@ -17,11 +17,18 @@
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "graph/graph_impl.h"
 
 enum { K_OP, K_VIEW, K_COPY, K_GROUP };
 #define MAX_PLANS 8 /* plans kept per graph (one per batch size) */
+/* Whether concurrent windows pay is measured, not assumed: a plan with windows alternates runs
+ * with the lanes side by side and one after the other (both valid for the memory plan, same
+ * bits), skips TUNE_SKIP warm-up runs, then keeps the mode with the lower median of TUNE_RUNS
+ * timed runs each. The cost model finds candidate windows; the machine decides. */
+#define TUNE_SKIP 2
+#define TUNE_RUNS 8
 
 typedef struct pbuf {
     int64_t size, off;
@@ -44,6 +51,10 @@ struct kn_plan {
     int *ws_buf;          /* per node: workspace buffer or -1 */
     int *win_end;         /* per node: > 0 where a concurrent window starts (interop.c) */
     uint8_t *lane;        /* per node in a window: lane 0 or 1, or 2: right after the window */
+    int nwin;             /* windows in the schedule */
+    int tune_n;           /* runs so far while deciding */
+    int lanes_on;         /* -1: deciding, 0: windows run one lane after the other, 1: together */
+    double tune_us[2][TUNE_RUNS];
     pbuf *bufs;
     int nbufs;
     void **staging; /* per input: a buffer for callers' non-contiguous inputs */
@@ -159,7 +170,9 @@ static kn_status build(kn_graph *g, kn_plan *p) {
     if ((st = kn__g_interop(g, sh, nd, p->win_end, p->lane))) goto done;
     for (int i = 0; i < nn; i++)
         step[i] = i;
+    p->lanes_on = -1;
     for (int i = 0; i < nn; i++) {
+        p->nwin += p->win_end[i] > i;
         int next = i + 1;
         for (int k = i; k < p->win_end[i]; k++) {
             conc[k] = p->lane[k] < 2;
@@ -411,37 +424,72 @@ static bool fits(const kn_tensor *t, const kn_tensor *want) {
            memcmp(t->shape, want->shape, sizeof(int64_t) * (size_t)t->ndim) == 0;
 }
 
+/* lane l's nodes of window [s, e) in order; on error *bad = the node, msg = its message */
+static kn_status run_lane(const kn_graph *g, kn_plan *p, int s, int e, int l, int *bad, char *msg,
+                          size_t msg_len) {
+    for (int k = s; k < e; k++) {
+        if (p->lane[k] != l) continue;
+        kn_status st = run_node(g, p, k);
+        if (st) {
+            *bad = k;
+            snprintf(msg, msg_len, "%s", kn_last_error());
+            return st;
+        }
+    }
+    return KN_OK;
+}
+
 /* Window [s, e): lanes 0 and 1 side by side, a thread each with single-threaded kernels
  * (OpenBLAS too, for the window's duration), then the deferred nodes (lane 2) in order. The
- * first error (lowest node) is returned. Without `together` (one thread) the lanes run one
- * after the other, which the memory plan allows as well. */
+ * first error (lowest node) is returned. Without `together` (one thread, or the tuning found it
+ * slower) lane 0, then lane 1, then the deferred nodes, which the memory plan allows as well. */
 static kn_status run_window(const kn_graph *g, kn_plan *p, int s, int e, bool together) {
     kn_status st[2] = {KN_OK, KN_OK};
     int bad[2] = {e, e};
     char msg[2][320] = {"", ""};
-    if (together) kn__blas_threads(1);
-#pragma omp parallel num_threads(2) if (together)
-    {
-        int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        int prev = kn__threads_local(together ? 1 : 0);
-        for (int l = t; l < 2; l += nt)
-            for (int k = s; k < e && !st[l]; k++) {
-                if (p->lane[k] != l) continue;
-                if ((st[l] = run_node(g, p, k))) {
-                    bad[l] = k;
-                    snprintf(msg[l], sizeof msg[l], "%s", kn_last_error());
-                }
-            }
-        kn__threads_local(prev);
+    if (together) {
+        kn__blas_threads(1);
+#pragma omp parallel num_threads(2)
+        {
+            int t = omp_get_thread_num(), nt = omp_get_num_threads();
+            int prev = kn__threads_local(1);
+            for (int l = t; l < 2; l += nt)
+                st[l] = run_lane(g, p, s, e, l, &bad[l], msg[l], sizeof msg[l]);
+            kn__threads_local(prev);
+        }
+        kn__blas_threads(kn__threads());
+    } else { /* outside any parallel region: the kernels keep their own threads */
+        for (int l = 0; l < 2 && !st[0]; l++)
+            st[l] = run_lane(g, p, s, e, l, &bad[l], msg[l], sizeof msg[l]);
     }
-    if (together) kn__blas_threads(kn__threads());
     int l = bad[1] < bad[0];
     if (st[l]) return kn__err(st[l], "%s", msg[l]);
-    for (int k = s; k < e; k++) {
-        kn_status r = p->lane[k] == 2 ? run_node(g, p, k) : KN_OK;
-        if (r) return r;
+    return run_lane(g, p, s, e, 2, &bad[0], msg[0], sizeof msg[0]);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* timed tuning run k (0-based, alternating modes) started at t0; decides after the last one */
+static void tune_record(kn_plan *p, int k, bool together, const struct timespec *t0) {
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    p->tune_us[together][k / 2] =
+        (double)(t1.tv_sec - t0->tv_sec) * 1e6 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e3;
+    if (k + 1 < 2 * TUNE_RUNS) return;
+    double med[2];
+    for (int m = 0; m < 2; m++) {
+        qsort(p->tune_us[m], TUNE_RUNS, sizeof(double), cmp_double);
+        med[m] = (p->tune_us[m][TUNE_RUNS / 2 - 1] + p->tune_us[m][TUNE_RUNS / 2]) / 2;
     }
-    return KN_OK;
+    p->lanes_on = med[1] < med[0];
+    kn__log(1,
+            "graph: plan for batch %lld: %d two-lane windows %s (median run %.0f us together, "
+            "%.0f us one lane after the other)",
+            (long long)p->batch, p->nwin, p->lanes_on ? "kept" : "run sequentially", med[1],
+            med[0]);
 }
 
 kn_status kn__plan_run(kn_graph *g, kn_plan *p, kn_tensor *const *in, kn_tensor *const *out) {
@@ -459,13 +507,23 @@ kn_status kn__plan_run(kn_graph *g, kn_plan *p, kn_tensor *const *in, kn_tensor 
         int v = g->outputs[i], b = p->buf_of[v];
         if (b >= 0 && p->root[v] == v && p->bufs[b].output) p->bufs[b].st->data = kn__ptr(out[i]);
     }
-    const bool lanes = kn__threads() >= 2;
+    bool lanes = kn__threads() >= 2 && p->nwin > 0;
+    int tune = -1; /* this run's index among the tuning runs */
+    struct timespec t0;
+    if (lanes && p->lanes_on < 0) {
+        tune = p->tune_n++;
+        lanes = tune % 2 == 0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+    } else if (lanes) {
+        lanes = p->lanes_on == 1;
+    }
     for (int i = 0; i < g->nnodes;) {
         bool win = p->win_end[i] > i;
         kn_status st = win ? run_window(g, p, i, p->win_end[i], lanes) : run_node(g, p, i);
         if (st) return st;
         i = win ? p->win_end[i] : i + 1;
     }
+    if (tune >= TUNE_SKIP) tune_record(p, tune - TUNE_SKIP, lanes, &t0);
     for (int i = 0; i < g->noutputs; i++) {
         int v = g->outputs[i], b = p->buf_of[v];
         bool direct = b >= 0 && p->root[v] == v && p->bufs[b].output &&
@@ -477,6 +535,11 @@ kn_status kn__plan_run(kn_graph *g, kn_plan *p, kn_tensor *const *in, kn_tensor 
 
 void kn__plan_print(const kn_graph *g, const kn_plan *p, FILE *f) {
     fprintf(f, "schedule (batch %lld):\n", (long long)(p->batch ? p->batch : g->batch));
+    if (p->nwin)
+        fprintf(f, "  %d two-lane windows (%s)\n", p->nwin,
+                p->lanes_on < 0    ? "timing both ways over the first runs"
+                : p->lanes_on == 1 ? "measured faster side by side"
+                                   : "measured faster one lane after the other");
     for (int i = 0; i < g->nnodes; i++) {
         const kn_gnode *n = &g->nodes[i];
         char shape[96] = "()";
