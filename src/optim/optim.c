@@ -17,6 +17,7 @@
  * without being live); a failed step() changes no parameter.
  */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1150,6 +1151,34 @@ static kn_status mmu_forward(kn_opctx *c) {
     size_t need = (size_t)(rb > 0 ? rb : 1) * (size_t)(C > 0 ? C : 1) * es;
     void *g = c->ws && c->ws_bytes >= need ? c->ws : kn__scratch_get(need);
     if (!g) return kn_last_status();
+    int64_t half = (rb / 2 + 15) / 16 * 16;
+    if (kn__threads() >= 2 && R > rb && half >= 16 && !omp_in_parallel()) {
+        /* two lanes, a thread each with single-threaded kernels (OpenBLAS too, meanwhile):
+         * blocks of half the rows, each lane its half of the scratch. A GEMM of a few hundred
+         * rows and a batch-long reduction gains little from a second thread, the update is
+         * memory-bound: the MLP's first layer 356 -> ~290 us. Same bits (see above). */
+        kn__blas_threads(1);
+        double cnts[2] = {c0, c0};
+#pragma omp parallel num_threads(2)
+        {
+            int t = omp_get_thread_num(), nt = omp_get_num_threads();
+            int prev = kn__threads_local(1);
+            char *gt = (char *)g + (size_t)(t * half * C) * es;
+            for (int64_t r0 = t * half; r0 < R; r0 += nt * half) {
+                int64_t n = R - r0 < half ? R - r0 : half;
+                const char *ap = kn__ptr(a) + (size_t)(ta ? r0 : r0 * lda) * es;
+                kn__gemm(p->dtype, false, ta, tb, n, C, K, 1.0, ap, lda, kn__ptr(b), ldb, 0.0, gt,
+                         C);
+                cnts[t] = c0;
+                apply_update_range(&h, p, gt, buf, &cnts[t], r0 * C, n * C);
+            }
+            kn__threads_local(prev);
+        }
+        kn__blas_threads(kn__threads());
+        *count = cnts[0];
+        if (g != c->ws) kn__scratch_put(g);
+        return KN_OK;
+    }
     for (int64_t r0 = 0; r0 < R; r0 += rb) {
         int64_t n = R - r0 < rb ? R - r0 : rb;
         const char *ap = kn__ptr(a) + (size_t)(ta ? r0 : r0 * lda) * es;
