@@ -225,11 +225,11 @@ static void test_interop_windows(void) {
     /* the first runs time both ways, then one is kept; the bits never change */
     plan_text(g, 0, plan, sizeof plan);
     KT_TRUE(strstr(plan, "timing both ways") != NULL);
-    for (int r = 0; r < 20; r++)
+    for (int r = 0; r < 40; r++)
         KT_OK(kn_graph_run_into(g, in, 4, &y, 1));
     KT_TRUE(same_bits(y, ref));
     plan_text(g, 0, plan, sizeof plan);
-    KT_TRUE(strstr(plan, "measured faster") != NULL);
+    KT_TRUE(strstr(plan, "(measured: ") != NULL);
     kn_graph_free(g);
     kn_scope_end(s);
 }

@@ -23,12 +23,14 @@
 
 enum { K_OP, K_VIEW, K_COPY, K_GROUP };
 #define MAX_PLANS 8 /* plans kept per graph (one per batch size) */
-/* Whether concurrent windows pay is measured, not assumed: a plan with windows alternates runs
- * with the lanes side by side and one after the other (both valid for the memory plan, same
- * bits), skips TUNE_SKIP warm-up runs, then keeps the mode with the lower median of TUNE_RUNS
- * timed runs each. The cost model finds candidate windows; the machine decides. */
+/* Whether a concurrent window pays is measured, not assumed: window by window, a plan alternates
+ * runs with that window's lanes side by side and one after the other (both valid for the memory
+ * plan, same bits; the windows not yet decided run side by side), skips TUNE_SKIP warm-up runs,
+ * then keeps the mode with the lower median run time over TUNE_RUNS timed runs each. Whole runs
+ * are timed because a window's cost can show up after it (data left in the other core's cache).
+ * The cost model proposes windows; the machine decides. */
 #define TUNE_SKIP 2
-#define TUNE_RUNS 8
+#define TUNE_RUNS 12
 
 typedef struct pbuf {
     int64_t size, off;
@@ -52,8 +54,10 @@ struct kn_plan {
     int *win_end;         /* per node: > 0 where a concurrent window starts (interop.c) */
     uint8_t *lane;        /* per node in a window: lane 0 or 1, or 2: right after the window */
     int nwin;             /* windows in the schedule */
-    int tune_n;           /* runs so far while deciding */
-    int lanes_on;         /* -1: deciding, 0: windows run one lane after the other, 1: together */
+    uint8_t *together;    /* per window start: 1 lanes side by side, 0 one after the other */
+    int tune_win;         /* node starting the window being timed; -1 when all are decided */
+    int tune_n;           /* runs so far timing it */
+    int nkept;            /* windows decided side by side */
     double tune_us[2][TUNE_RUNS];
     pbuf *bufs;
     int nbufs;
@@ -81,6 +85,7 @@ static void plan_free(kn_plan *p) {
     kn__free(p->ws_buf);
     kn__free(p->win_end);
     kn__free(p->lane);
+    kn__free(p->together);
     for (int k = 0; p->bufs && k < p->nbufs; k++)
         if (p->bufs[k].own_st) kn__free(p->bufs[k].st);
     kn__free(p->bufs);
@@ -157,12 +162,13 @@ static kn_status build(kn_graph *g, kn_plan *p) {
     p->ws_buf = kn__malloc(sizeof(int) * (size_t)(nn ? nn : 1));
     p->win_end = kn__calloc((size_t)(nn ? nn : 1), sizeof(int));
     p->lane = kn__calloc((size_t)(nn ? nn : 1), 1);
+    p->together = kn__calloc((size_t)(nn ? nn : 1), 1);
     p->staging = kn__calloc((size_t)g->ninputs + 1, sizeof *p->staging);
     p->ninputs = p->staging ? g->ninputs : 0;
     kn_status st = KN_OK;
     if (!sh || !nd || !last_use || !p->vt || !p->buf_of || !p->root || !p->kind || !p->attrs ||
         !p->copy_src || !p->bufs || !p->staging || !p->ws_buf || !step || !conc || !p->win_end ||
-        !p->lane) {
+        !p->lane || !p->together) {
         st = kn_last_status();
         goto done;
     }
@@ -170,9 +176,14 @@ static kn_status build(kn_graph *g, kn_plan *p) {
     if ((st = kn__g_interop(g, sh, nd, p->win_end, p->lane))) goto done;
     for (int i = 0; i < nn; i++)
         step[i] = i;
-    p->lanes_on = -1;
+    p->tune_win = -1;
+    for (int i = nn - 1; i >= 0; i--) {
+        if (p->win_end[i] <= i) continue;
+        p->nwin++;
+        p->together[i] = 1;
+        p->tune_win = i;
+    }
     for (int i = 0; i < nn; i++) {
-        p->nwin += p->win_end[i] > i;
         int next = i + 1;
         for (int k = i; k < p->win_end[i]; k++) {
             conc[k] = p->lane[k] < 2;
@@ -472,7 +483,8 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* timed tuning run k (0-based, alternating modes) started at t0; decides after the last one */
+/* timed tuning run k (0-based, alternating modes of window p->tune_win) started at t0; after
+ * the last one, decides that window and moves to the next */
 static void tune_record(kn_plan *p, int k, bool together, const struct timespec *t0) {
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -484,12 +496,17 @@ static void tune_record(kn_plan *p, int k, bool together, const struct timespec 
         qsort(p->tune_us[m], TUNE_RUNS, sizeof(double), cmp_double);
         med[m] = (p->tune_us[m][TUNE_RUNS / 2 - 1] + p->tune_us[m][TUNE_RUNS / 2]) / 2;
     }
-    p->lanes_on = med[1] < med[0];
+    int w = p->tune_win;
+    p->together[w] = med[1] < med[0];
+    p->nkept += p->together[w];
     kn__log(1,
-            "graph: plan for batch %lld: %d two-lane windows %s (median run %.0f us together, "
+            "graph: plan for batch %lld: window at node %d %s (median run %.0f us side by side, "
             "%.0f us one lane after the other)",
-            (long long)p->batch, p->nwin, p->lanes_on ? "kept" : "run sequentially", med[1],
-            med[0]);
+            (long long)p->batch, w, p->together[w] ? "kept" : "runs sequentially", med[1], med[0]);
+    p->tune_n = 0;
+    p->tune_win = -1;
+    for (int i = w + 1; i < p->nnodes && p->tune_win < 0; i++)
+        if (p->win_end[i] > i) p->tune_win = i;
 }
 
 kn_status kn__plan_run(kn_graph *g, kn_plan *p, kn_tensor *const *in, kn_tensor *const *out) {
@@ -507,23 +524,23 @@ kn_status kn__plan_run(kn_graph *g, kn_plan *p, kn_tensor *const *in, kn_tensor 
         int v = g->outputs[i], b = p->buf_of[v];
         if (b >= 0 && p->root[v] == v && p->bufs[b].output) p->bufs[b].st->data = kn__ptr(out[i]);
     }
-    bool lanes = kn__threads() >= 2 && p->nwin > 0;
-    int tune = -1; /* this run's index among the tuning runs */
+    const bool lanes = kn__threads() >= 2;
+    int tune = -1; /* this run's index among the timing runs of window p->tune_win */
+    bool probe = true;
     struct timespec t0;
-    if (lanes && p->lanes_on < 0) {
+    if (lanes && p->tune_win >= 0) {
         tune = p->tune_n++;
-        lanes = tune % 2 == 0;
+        probe = tune % 2 == 0;
         clock_gettime(CLOCK_MONOTONIC, &t0);
-    } else if (lanes) {
-        lanes = p->lanes_on == 1;
     }
     for (int i = 0; i < g->nnodes;) {
         bool win = p->win_end[i] > i;
-        kn_status st = win ? run_window(g, p, i, p->win_end[i], lanes) : run_node(g, p, i);
+        bool together = lanes && (i == p->tune_win && tune >= 0 ? probe : p->together[i]);
+        kn_status st = win ? run_window(g, p, i, p->win_end[i], together) : run_node(g, p, i);
         if (st) return st;
         i = win ? p->win_end[i] : i + 1;
     }
-    if (tune >= TUNE_SKIP) tune_record(p, tune - TUNE_SKIP, lanes, &t0);
+    if (tune >= TUNE_SKIP) tune_record(p, tune - TUNE_SKIP, probe, &t0);
     for (int i = 0; i < g->noutputs; i++) {
         int v = g->outputs[i], b = p->buf_of[v];
         bool direct = b >= 0 && p->root[v] == v && p->bufs[b].output &&
@@ -535,11 +552,13 @@ kn_status kn__plan_run(kn_graph *g, kn_plan *p, kn_tensor *const *in, kn_tensor 
 
 void kn__plan_print(const kn_graph *g, const kn_plan *p, FILE *f) {
     fprintf(f, "schedule (batch %lld):\n", (long long)(p->batch ? p->batch : g->batch));
-    if (p->nwin)
-        fprintf(f, "  %d two-lane windows (%s)\n", p->nwin,
-                p->lanes_on < 0    ? "timing both ways over the first runs"
-                : p->lanes_on == 1 ? "measured faster side by side"
-                                   : "measured faster one lane after the other");
+    if (p->nwin && p->tune_win >= 0)
+        fprintf(f, "  %d two-lane windows (timing both ways over the first runs)\n", p->nwin);
+    else if (p->nwin)
+        fprintf(f,
+                "  %d two-lane windows (measured: %d faster side by side, the others run one "
+                "lane after the other)\n",
+                p->nwin, p->nkept);
     for (int i = 0; i < g->nnodes; i++) {
         const kn_gnode *n = &g->nodes[i];
         char shape[96] = "()";
@@ -550,8 +569,11 @@ void kn__plan_print(const kn_graph *g, const kn_plan *p, FILE *f) {
             b = p->buf_of[n->out[0]];
         }
         if (p->win_end[i] > i)
-            fprintf(f, "  -- nodes %d..%d: two lanes (| and ||) side by side, then the > nodes\n",
-                    i, p->win_end[i] - 1);
+            fprintf(f, "  -- nodes %d..%d: two lanes (| and ||)%s, then the > nodes\n", i,
+                    p->win_end[i] - 1,
+                    p->tune_win >= 0 && p->tune_win <= i ? ""
+                    : p->together[i]                     ? " side by side"
+                                                         : " one after the other");
         bool in_win = false;
         for (int s = 0; s <= i && !in_win; s++)
             in_win = p->win_end[s] > i;
