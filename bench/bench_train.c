@@ -17,8 +17,9 @@
  * (mean), backward, SGD(lr 0.01, momentum 0.9) step, loss read back with kn_item (as a training
  * loop that logs the running loss does). Data: kn_mnist_load(kn_fashion_mnist_dir(), "train"),
  * kn_loader with shuffle (seed 1234), batch 64, last partial batch kept (drop_last off, like
- * PyTorch's DataLoader default), x*1/255 normalised with mean 0.2860 / std 0.3530, prefetch on,
- * add_channel_dim for lenet. Batch fetching is inside the timed loop (it is part of training).
+ * PyTorch's DataLoader default), x*1/255 normalised with mean 0.2860 / std 0.3530, prefetch on
+ * (kiln's loader prefetches only with a core spare from the compute threads; at 2 threads on 2
+ * cores batches are built in the loop, as peer_torch.py builds them), add_channel_dim for lenet. Batch fetching is inside the timed loop (it is part of training).
  *
  * --mode graph: kn_train_step_new(loss_fn, model, opt, NULL) with loss_fn = cross_entropy(
  * forward(x), y), and kn_train_step_run per batch instead of zero_grad/forward/backward/step (the

@@ -947,42 +947,49 @@ static void test_loader_prefetch_equal(void) {
     float *xa = malloc(cap * sizeof(float)), *xb = malloc(cap * sizeof(float));
     int64_t *ya = malloc(4 * N * sizeof(int64_t)), *yb = malloc(4 * N * sizeof(int64_t));
     int64_t ba[64], bb[64];
-    for (int dl = 0; dl < 2; dl++) {
-        for (int sh = 0; sh < 2; sh++) {
-            kn_loader_opts o = {.batch_size = 16,
-                                .shuffle = sh,
-                                .seed = 5,
-                                .drop_last = dl,
-                                .scale = 1.0 / 255,
-                                .mean = 0.5,
-                                .std = 0.25,
-                                .add_channel_dim = true};
-            int na, nb;
-            int ka = collect(x, y, o, xa, ya, ba, &na);
-            o.prefetch = true;
-            int kb = collect(x, y, o, xb, yb, bb, &nb);
-            KT_TRUE(ka > 0);
-            KT_EQ_INT(ka, kb);
-            KT_EQ_INT(na, nb);
-            KT_EQ_INT(dl ? 4 * 12 : 4 * 13, na);
-            KT_TRUE(memcmp(xa, xb, (size_t)ka * sizeof(float)) == 0);
-            KT_TRUE(memcmp(ba, bb, (size_t)na * sizeof(int64_t)) == 0);
-            int64_t ny = 0;
-            for (int i = 0; i < na; i++)
-                ny += ba[i];
-            KT_TRUE(memcmp(ya, yb, (size_t)ny * sizeof(int64_t)) == 0);
-            /* values: x rows match the y index through the transform */
-            for (int64_t i = 0; i < ny; i++) {
-                int64_t k = ya[i];
-                for (int j = 0; j < H * W; j++) {
-                    float e = ((float)px[k * H * W + j] / 255.0f - 0.5f) / 0.25f;
-                    if (fabsf(xa[i * H * W + j] - e) > 1e-5f)
-                        KT_FAIL("x[%lld][%d] = %g, expected %g", (long long)i, j, xa[i * H * W + j],
-                                e);
+    /* one compute thread leaves a core spare for the worker; all of them make the loader build
+     * batches in the caller (on a 2-core machine) */
+    int prev = kn_get_num_threads();
+    for (int t = 0; t < 2; t++) {
+        kn_set_num_threads(t ? prev : 1);
+        for (int dl = 0; dl < 2; dl++) {
+            for (int sh = 0; sh < 2; sh++) {
+                kn_loader_opts o = {.batch_size = 16,
+                                    .shuffle = sh,
+                                    .seed = 5,
+                                    .drop_last = dl,
+                                    .scale = 1.0 / 255,
+                                    .mean = 0.5,
+                                    .std = 0.25,
+                                    .add_channel_dim = true};
+                int na, nb;
+                int ka = collect(x, y, o, xa, ya, ba, &na);
+                o.prefetch = true;
+                int kb = collect(x, y, o, xb, yb, bb, &nb);
+                KT_TRUE(ka > 0);
+                KT_EQ_INT(ka, kb);
+                KT_EQ_INT(na, nb);
+                KT_EQ_INT(dl ? 4 * 12 : 4 * 13, na);
+                KT_TRUE(memcmp(xa, xb, (size_t)ka * sizeof(float)) == 0);
+                KT_TRUE(memcmp(ba, bb, (size_t)na * sizeof(int64_t)) == 0);
+                int64_t ny = 0;
+                for (int i = 0; i < na; i++)
+                    ny += ba[i];
+                KT_TRUE(memcmp(ya, yb, (size_t)ny * sizeof(int64_t)) == 0);
+                /* values: x rows match the y index through the transform */
+                for (int64_t i = 0; i < ny; i++) {
+                    int64_t k = ya[i];
+                    for (int j = 0; j < H * W; j++) {
+                        float e = ((float)px[k * H * W + j] / 255.0f - 0.5f) / 0.25f;
+                        if (fabsf(xa[i * H * W + j] - e) > 1e-5f)
+                            KT_FAIL("x[%lld][%d] = %g, expected %g", (long long)i, j,
+                                    xa[i * H * W + j], e);
+                    }
                 }
             }
         }
     }
+    kn_set_num_threads(prev);
     free(px);
     free(xa);
     free(xb);
@@ -1072,7 +1079,7 @@ static void test_loader_transform(void) {
     kn_scope_end(s);
 }
 
-static void test_loader_scopes_and_free(void) {
+static void scopes_and_free(void) {
     size_t live = kn_live_tensors();
     kn_tensor *x = kn_zeros(KN_U8, 3, (int64_t[]){500, 28, 28});
     kn_tensor *y = kn_zeros(KN_I64, 1, (int64_t[]){500});
@@ -1115,6 +1122,16 @@ static void test_loader_scopes_and_free(void) {
     kn_tensor_free(x);
     kn_tensor_free(y);
     KT_EQ_INT(live, kn_live_tensors());
+}
+
+/* with a core spare for the worker (one compute thread) and without (all of them, on a 2-core
+ * machine: batches built in the caller) */
+static void test_loader_scopes_and_free(void) {
+    int prev = kn_get_num_threads();
+    kn_set_num_threads(1);
+    scopes_and_free();
+    kn_set_num_threads(prev);
+    scopes_and_free();
 }
 
 /* Every allocation point of every reader and of the loader fails once: an error, no crash, no

@@ -160,6 +160,8 @@ static inline bool kn__has_avx512f(void) {
     return false;
 #endif
 }
+/* online CPUs (read once) */
+int kn__online_cpus(void);
 /* This thread's kernels use n threads from now on (0: the global setting again); returns the
  * previous local value. The graph executor's concurrent lanes run with 1. */
 int kn__threads_local(int n);

@@ -39,6 +39,17 @@ void kn__runtime_init(void) {
 }
 
 static _Thread_local int tl_threads; /* 0: the global setting */
+static _Atomic int g_cpus;           /* online CPUs, read once */
+
+int kn__online_cpus(void) {
+    int n = atomic_load(&g_cpus);
+    if (n == 0) {
+        long v = sysconf(_SC_NPROCESSORS_ONLN);
+        n = v >= 1 ? (int)v : 1;
+        atomic_store(&g_cpus, n);
+    }
+    return n;
+}
 
 int kn__threads_local(int n) {
     int prev = tl_threads;
