@@ -113,7 +113,7 @@ kn_scope kn_scope_begin(void);
 void kn_scope_end(kn_scope s); /* releases what the scope owns; ends inner scopes left open */
 kn_tensor *kn_keep(kn_tensor *t); /* moves t out of the current scope; returns t */
 size_t kn_live_tensors(void);     /* tensors alive in the process (for leak tests) */
-/* Tensor buffers of 256 KiB or more are cached after free and reused (no page faults in a
+/* Tensor buffers of 64 KiB or more are cached after free and reused (no page faults in a
  * steady training loop); $KILN_ALLOC_CACHE_MB caps the cache (default 1024, 0 disables).
  * kn_memory_cached reports its size, kn_memory_trim returns it to the system. Thread safe. */
 size_t kn_memory_cached(void);

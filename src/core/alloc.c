@@ -56,10 +56,14 @@ void kn__free(void *p) {
  * blocks of >= KN_CACHE_MIN bytes are kept (up to $KILN_ALLOC_CACHE_MB, default 1024) and
  * handed out again to requests that fit within 1/8 of their size. A training step allocates
  * the same sizes every step, so steady state makes no system calls and touches no new pages.
- * Each block carries a 64-byte header holding its capacity. Thread safe (one mutex). */
+ * The floor is 64 KiB, not glibc's 128 KiB mmap threshold: a batch of 64 Fashion-MNIST images
+ * (200 KiB) and the MLP's activations (32-128 KiB) freed each step made glibc trim and regrow
+ * its heap every step (the eager MLP step 930 -> 1070 us once the loader built batches on the
+ * caller's thread). Each block carries a 64-byte header holding its capacity. Thread safe (one
+ * mutex). */
 #include <pthread.h>
 
-#define KN_CACHE_MIN ((size_t)256 << 10)
+#define KN_CACHE_MIN ((size_t)64 << 10)
 #define KN_CACHE_SLOTS 512
 #define KN_HDR 64
 
