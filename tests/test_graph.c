@@ -256,6 +256,65 @@ static void test_no_allocation_per_run(void) {
     kn_scope_end(s);
 }
 
+/* profiling: per-node times of LeNet's plan, GFLOP/s for its convolutions and GEMMs, counters
+ * reset when switched on again, same results, and no profile before a profiled run */
+static void test_profile(void) {
+    kn_scope s = kn_scope_begin();
+    kn_manual_seed(6);
+    kn_module *m = lenet();
+    int64_t shape[4] = {4, 1, 28, 28};
+    kn_tensor *x = kn_randn(KN_F32, 4, shape);
+    kn_graph *g = kn_trace_module(m, x);
+    KT_NOTNULL(g);
+    kn_tensor *y = kn_zeros(KN_F32, 2, (int64_t[]){4, 10});
+    KT_OK(kn_graph_run_into(g, &x, 1, &y, 1));
+    KT_STATUS(KN_EINVAL, kn_graph_profile_print(g, stderr, 4, 0)); /* nothing profiled yet */
+    KT_OK(kn_graph_profile(g, true));
+    for (int r = 0; r < 3; r++)
+        KT_OK(kn_graph_run_into(g, &x, 1, &y, 1));
+    KT_TRUE(same_bits(y, eager_eval(m, x)));
+    char buf[8192] = {0};
+    FILE *f = fmemopen(buf, sizeof buf - 1, "w");
+    KT_OK(kn_graph_profile_print(g, f, 4, 0));
+    fclose(f);
+    KT_TRUE(strstr(buf, "profile (batch 4, 3 runs)") != NULL);
+    KT_TRUE(strstr(buf, "conv2d") != NULL);
+    KT_TRUE(strstr(buf, "(4, 10)") != NULL); /* the last linear's output */
+    KT_TRUE(strstr(buf, "GFLOP/s") != NULL);
+    /* rows are slowest first: the ms/run column never increases */
+    double prev = 1e30;
+    int rows = 0;
+    for (char *line = strstr(buf, "\n  ") ; line; line = strstr(line + 1, "\n  ")) {
+        int node;
+        char op[64];
+        double ms;
+        const char *shape_end = strchr(line + 1, ')'), *eol = strchr(line + 1, '\n');
+        if (sscanf(line, " %d %63s", &node, op) == 2 && shape_end && (!eol || shape_end < eol) &&
+            sscanf(shape_end + 1, "%lf", &ms) == 1) {
+            KT_TRUE(ms <= prev);
+            prev = ms;
+            rows++;
+        }
+    }
+    KT_TRUE(rows >= 4);
+    /* on again: counters restart; top limits the rows */
+    KT_OK(kn_graph_profile(g, true));
+    KT_OK(kn_graph_run_into(g, &x, 1, &y, 1));
+    memset(buf, 0, sizeof buf);
+    f = fmemopen(buf, sizeof buf - 1, "w");
+    KT_OK(kn_graph_profile_print(g, f, 4, 2));
+    fclose(f);
+    KT_TRUE(strstr(buf, "1 runs)") != NULL);
+    /* off: the next run drops the counters */
+    KT_OK(kn_graph_profile(g, false));
+    KT_OK(kn_graph_run_into(g, &x, 1, &y, 1));
+    KT_STATUS(KN_EINVAL, kn_graph_profile_print(g, stderr, 4, 0));
+    KT_STATUS(KN_EINVAL, kn_graph_profile(NULL, true));
+    kn_graph_free(g);
+    kn_module_free(m);
+    kn_scope_end(s);
+}
+
 /* branches on a value read on the host: positive sums take relu, others neg */
 static int branchy(void *user, kn_tensor *const *in, int nin, kn_tensor **out, int max_out) {
     kn_tensor *s = kn_sum(in[0], NULL, 0, false);
@@ -717,5 +776,6 @@ int main(void) {
     KT_RUN(test_prepack);
     KT_RUN(test_bad_inputs);
     KT_RUN(test_plan_cache_bounded);
+    KT_RUN(test_profile);
     return kt_finish();
 }

@@ -129,6 +129,16 @@ int64_t kn_graph_arena_bytes(kn_graph *g, int64_t batch);
  * pass, the fused groups and the arena of the plan for `batch`. */
 kn_status kn_graph_print(kn_graph *g, FILE *f, bool plan, int64_t batch);
 
+/* ---- profiling (the role of ONNX Runtime's enable_profiling / torch.profiler) ----
+ * Switches per-node timing on or off (off by default). While on, every run adds each node's
+ * wall time to its plan's counters (two clock reads per node; nodes running side by side in two
+ * lanes are each timed by their own thread). Switching on, or off and on, resets the counters. */
+kn_status kn_graph_profile(kn_graph *g, bool on);
+/* Prints the profiled nodes of the plan for `batch` (ignored for static graphs), slowest first:
+ * op, output shape, mean ms per run, share, cumulative share and, for convolutions and GEMMs,
+ * GFLOP/s. top > 0 prints only that many. KN_EINVAL when that plan has no profiled run. */
+kn_status kn_graph_profile_print(kn_graph *g, FILE *f, int64_t batch, int top);
+
 /* ---- compiled training steps: forward, loss, backward and optimizer update as one graph ----
  * The tf.function + GradientTape of kiln. The backward part is the registry's backward rules
  * recorded while the step runs once eagerly under the tracer; the update is one

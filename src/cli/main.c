@@ -40,10 +40,11 @@ static void usage(FILE *f) {
             "  run FILE -i x.npy [-i name=file.npy ...] -o OUTDIR\n"
             "                     run a graph file or .onnx model on .npy inputs (positional in\n"
             "                     input order, or by name); writes OUTDIR/<output name>.npy\n"
-            "  bench FILE [--batch N] [--iters N] [--warmup N] [--threads N]\n"
+            "  bench FILE [--batch N] [--iters N] [--warmup N] [--threads N] [--profile]\n"
             "                     time a graph file or .onnx model on random inputs (defaults: "
             "batch 1, 100\n"
-            "                     iters, 10 warmup): latency percentiles, samples/s, arena\n"
+            "                     iters, 10 warmup): latency percentiles, samples/s, arena;\n"
+            "                     --profile: then as many runs timed node by node, slowest first\n"
             "  --version          print the version\n"
             "  --help             this text\n");
 }
@@ -467,7 +468,12 @@ static double now_ms(void) {
 static int cmd_bench(int argc, char **argv) {
     const char *path = NULL;
     long long batch = 1, iters = 100, warmup = 10, threads = 0;
+    bool profile = false;
     for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--profile")) {
+            profile = true;
+            continue;
+        }
         long long *dst = !strcmp(argv[i], "--batch")     ? &batch
                          : !strcmp(argv[i], "--iters")   ? &iters
                          : !strcmp(argv[i], "--warmup")  ? &warmup
@@ -556,6 +562,16 @@ static int cmd_bench(int argc, char **argv) {
     printf("arena: %lld bytes\n", (long long)gs.arena_bytes);
     printf("bench=graph batch=%lld threads=%d p50_ms=%.3f samples_per_s=%.1f arena_bytes=%lld\n",
            batch, kn_get_num_threads(), pct(t, n, 50), sps, (long long)gs.arena_bytes);
+    if (profile) { /* as many runs again, timed node by node (apart from the runs above) */
+        kn_status st = kn_graph_profile(g, true);
+        for (long long r = 0; r < iters && !st; r++)
+            st = kn_graph_run_into(g, in, nin, out, nout);
+        if (!st) st = kn_graph_profile_print(g, stdout, batch, 40);
+        if (st) {
+            failed("bench");
+            goto done;
+        }
+    }
     rc = 0;
 done:
     free(t);

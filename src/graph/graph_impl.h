@@ -79,6 +79,7 @@ struct kn_graph {
     kn_plan *plans; /* linked list, one per batch size */
     int plans_built;
     bool quiet_plans; /* checks run by the builder (ONNX import): new plans are not logged */
+    bool profile;     /* kn_graph_profile: runs time every node */
     int64_t last_arena;
 };
 

@@ -65,6 +65,8 @@ struct kn_plan {
     int ninputs;
     void *arena;
     int64_t arena_bytes;
+    double *prof_us; /* per node: microseconds summed over profiled runs (kn_graph_profile) */
+    int64_t prof_runs;
 };
 
 static void plan_free(kn_plan *p) {
@@ -86,6 +88,7 @@ static void plan_free(kn_plan *p) {
     kn__free(p->win_end);
     kn__free(p->lane);
     kn__free(p->together);
+    kn__free(p->prof_us);
     for (int k = 0; p->bufs && k < p->nbufs; k++)
         if (p->bufs[k].own_st) kn__free(p->bufs[k].st);
     kn__free(p->bufs);
@@ -391,7 +394,13 @@ kn_plan *kn__plan_get(kn_graph *g, int64_t batch) {
     return p;
 }
 
-static kn_status run_node(const kn_graph *g, kn_plan *p, int i) {
+static double us_since(const struct timespec *t0) {
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e6 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e3;
+}
+
+static kn_status exec_node(const kn_graph *g, kn_plan *p, int i) {
     const kn_gnode *n = &g->nodes[i];
     kn_tensor *ins[KN_MAX_INS];
     for (int j = 0; j < n->nin; j++)
@@ -428,6 +437,17 @@ static kn_status run_node(const kn_graph *g, kn_plan *p, int i) {
         return kn__err(st, "graph: node %d (%s): %s", i, n->op->name, msg);
     }
     return KN_OK;
+}
+
+/* node i, timed into p->prof_us[i] while the graph is profiled (each node by the one thread that
+ * runs it, so lanes side by side need no lock) */
+static kn_status run_node(const kn_graph *g, kn_plan *p, int i) {
+    if (!p->prof_us) return exec_node(g, p, i);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    kn_status st = exec_node(g, p, i);
+    p->prof_us[i] += us_since(&t0);
+    return st;
 }
 
 static bool fits(const kn_tensor *t, const kn_tensor *want) {
@@ -486,10 +506,7 @@ static int cmp_double(const void *a, const void *b) {
 /* timed tuning run k (0-based, alternating modes of window p->tune_win) started at t0; after
  * the last one, decides that window and moves to the next */
 static void tune_record(kn_plan *p, int k, bool together, const struct timespec *t0) {
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    p->tune_us[together][k / 2] =
-        (double)(t1.tv_sec - t0->tv_sec) * 1e6 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e3;
+    p->tune_us[together][k / 2] = us_since(t0);
     if (k + 1 < 2 * TUNE_RUNS) return;
     double med[2];
     for (int m = 0; m < 2; m++) {
@@ -524,6 +541,14 @@ kn_status kn__plan_run(kn_graph *g, kn_plan *p, kn_tensor *const *in, kn_tensor 
         int v = g->outputs[i], b = p->buf_of[v];
         if (b >= 0 && p->root[v] == v && p->bufs[b].output) p->bufs[b].st->data = kn__ptr(out[i]);
     }
+    if (g->profile && !p->prof_us && !(p->prof_us = kn__calloc((size_t)p->nnodes, sizeof(double))))
+        return kn_last_status();
+    if (!g->profile && p->prof_us) {
+        kn__free(p->prof_us);
+        p->prof_us = NULL;
+        p->prof_runs = 0;
+    }
+    p->prof_runs += p->prof_us != NULL;
     const bool lanes = kn__threads() >= 2;
     int tune = -1; /* this run's index among the timing runs of window p->tune_win */
     bool probe = true;
@@ -692,4 +717,88 @@ int kn_graph_run(kn_graph *g, kn_tensor *const *inputs, int nin, kn_tensor **out
             outputs[i] = kn__scope_adopt(out[i]);
     }
     return st ? st : g->noutputs;
+}
+
+/* ---- profiling ---- */
+kn_status kn_graph_profile(kn_graph *g, bool on) {
+    if (!g) return kn__err(KN_EINVAL, "graph_profile: NULL graph");
+    g->profile = on;
+    for (kn_plan *p = g->plans; p; p = p->next) {
+        if (p->prof_us) memset(p->prof_us, 0, sizeof(double) * (size_t)p->nnodes);
+        p->prof_runs = 0;
+    }
+    return KN_OK;
+}
+
+/* multiply-adds of a GEMM-like node (conv2d, linear, matmul), 0 for the others */
+static double node_macs(const kn_graph *g, const kn_plan *p, int i) {
+    const kn_gnode *n = &g->nodes[i];
+    if (!n->op || n->nin < 2 || n->nout < 1) return 0;
+    const kn_tensor *a = p->vt[n->in[0]], *b = p->vt[n->in[1]], *y = p->vt[n->out[0]];
+    const char *op = n->op->name;
+    double out = (double)kn__numel(y->ndim, y->shape);
+    if (!strcmp(op, "conv2d") && b->ndim == 4)
+        return out * (double)(b->shape[1] * b->shape[2] * b->shape[3]);
+    if ((!strcmp(op, "linear") || !strcmp(op, "linear_packed") || !strcmp(op, "matmul")) &&
+        a->ndim >= 1)
+        return out * (double)a->shape[a->ndim - 1];
+    return 0;
+}
+
+typedef struct {
+    double us;
+    int node;
+} timed_node;
+
+static int by_time(const void *a, const void *b) { /* slowest first, then by node */
+    const timed_node *x = a, *y = b;
+    return x->us < y->us ? 1 : x->us > y->us ? -1 : (x->node > y->node) - (x->node < y->node);
+}
+
+kn_status kn_graph_profile_print(kn_graph *g, FILE *f, int64_t batch, int top) {
+    if (!g || !f) return kn__err(KN_EINVAL, "graph_profile_print: NULL argument");
+    kn_plan *p = g->plans;
+    while (p && p->batch != (g->batch ? batch : 0))
+        p = p->next;
+    if (!p || !p->prof_us || !p->prof_runs)
+        return kn__err(KN_EINVAL,
+                       "graph_profile_print: no profiled runs at batch %lld (switch profiling on "
+                       "with kn_graph_profile, then run the graph)",
+                       (long long)batch);
+    timed_node *ord = kn__malloc(sizeof *ord * (size_t)(p->nnodes ? p->nnodes : 1));
+    if (!ord) return kn_last_status();
+    double total = 0;
+    for (int i = 0; i < p->nnodes; i++) {
+        ord[i] = (timed_node){p->prof_us[i], i};
+        total += p->prof_us[i];
+    }
+    qsort(ord, (size_t)p->nnodes, sizeof *ord, by_time);
+    const double runs = (double)p->prof_runs;
+    fprintf(f,
+            "profile (batch %lld, %lld runs): %.3f ms per run in nodes (side-by-side lanes "
+            "count both)\n",
+            (long long)(p->batch ? p->batch : g->batch), (long long)p->prof_runs,
+            total / runs / 1e3);
+    fprintf(f, "  %4s %-20s %-20s %10s %6s %6s %8s\n", "node", "op", "output", "ms/run", "%",
+            "cum%", "GFLOP/s");
+    double cum = 0;
+    int shown = top > 0 && top < p->nnodes ? top : p->nnodes;
+    for (int r = 0; r < shown; r++) {
+        int i = ord[r].node;
+        const kn_gnode *n = &g->nodes[i];
+        if (p->kind[i] == K_VIEW) continue;
+        char shape[96] = "()";
+        if (n->nout > 0) {
+            const kn_tensor *t = p->vt[n->out[0]];
+            kn__shape_str(shape, sizeof shape, t->ndim, t->shape);
+        }
+        double us = p->prof_us[i] / runs, macs = node_macs(g, p, i);
+        cum += p->prof_us[i];
+        fprintf(f, "  %4d %-20s %-20s %10.4f %6.2f %6.2f", i, kn__g_node_name(n), shape, us / 1e3,
+                total > 0 ? 100 * p->prof_us[i] / total : 0, total > 0 ? 100 * cum / total : 0);
+        if (macs > 0 && us > 0) fprintf(f, " %8.1f", 2 * macs / us / 1e3);
+        fprintf(f, "\n");
+    }
+    kn__free(ord);
+    return KN_OK;
 }
