@@ -3,6 +3,7 @@
  * GEMM) vs direct reference kernels over a grid of strides/pads/dilations/groups, thread-count
  * independence, f64 gradient checks (first and second order) and error messages. */
 #include "kn_test.h"
+#include "kernels/conv.h"
 #include "ops/op_impl.h"
 
 #define RUN(fn)                                                                                    \
@@ -172,6 +173,66 @@ static void test_conv2d_fast_vs_ref(void) {
             KT_NEAR(l0, l2, 1e-3 * (1 + fabs(l0)));
         }
     }
+}
+
+/* conv2d_packed (the prepack pass's op, x86/conv_packed_avx512.c): the AVX-512 kernel against
+ * its reference loops (same order: equal to rounding of padding terms) and against conv2d's
+ * reference, with and without bias and relu, on 1 and 2 threads (same bits). Geometries: the
+ * 7x7 stride-2 stem, channel counts that are not blocks of 64, row widths that are not
+ * multiples of the 7-output tiles, several channel chunks, dilation, asymmetric pads, stride 3
+ * vertically. */
+static void test_conv2d_packed(void) {
+    static const conv_case cases[] = {
+        {1, 3, 23, 23, 64, 7, 7, 2, 2, 3, 3, 3, 3, 1, 1, 1},
+        {2, 16, 9, 9, 80, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+        {1, 40, 7, 7, 128, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1},
+        {3, 32, 10, 13, 64, 1, 1, 2, 2, 0, 0, 0, 0, 1, 1, 1},
+        {1, 8, 12, 17, 33, 3, 2, 1, 1, 2, 1, 0, 2, 2, 3, 1},
+        {1, 200, 5, 5, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+        {4, 3, 8, 30, 64, 3, 3, 3, 2, 1, 0, 1, 0, 1, 1, 1},
+    };
+    int prev = kn_get_num_threads();
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const conv_case *c = &cases[i];
+        kn_tensor *x = kn_randn(KN_F32, 4, (int64_t[]){c->N, c->C, c->H, c->W});
+        kn_tensor *w = kn_randn(KN_F32, 4, (int64_t[]){c->O, c->C, c->KH, c->KW});
+        kn_tensor *b = kn_randn(KN_F32, 1, (int64_t[]){c->O});
+        int64_t size = kn__conv_packed_size(c->O, c->C, c->KH, c->KW);
+        kn_tensor *wp = kn_zeros(KN_F32, 1, &size);
+        kn__conv_pack_w(kn_tensor_data(w), c->O, c->C, c->KH, c->KW, kn_tensor_data(wp));
+        for (int relu = 0; relu < 2; relu++)
+            for (int nin = 2; nin <= 3; nin++) {
+                kn_attrs a = {0};
+                conv_attrs(&a, c);
+                kn_attrs_set_ints(&a, "weight_shape", (int64_t[]){c->O, c->C, c->KH, c->KW}, 4);
+                kn_attrs_set_int(&a, "relu", relu);
+                kn_tensor *in[3] = {x, wp, b}, *cin[3] = {x, w, b};
+                kn_set_num_threads(1);
+                kn_tensor *y1 = run_op("conv2d_packed", in, nin, &a, false);
+                kn_set_num_threads(2);
+                kn_tensor *y2 = run_op("conv2d_packed", in, nin, &a, false);
+                kn_tensor *yr = run_op("conv2d_packed", in, nin, &a, true);
+                kn_attrs ca = {0};
+                conv_attrs(&ca, c);
+                kn_tensor *yc = run_op("conv2d", cin, nin, &ca, true);
+                if (relu) yc = kn_relu(yc);
+                KT_NOTNULL(y1);
+                KT_NOTNULL(yc);
+                if (kt_tensor_close("threads", y2, y1, 0, 0)) KT_FAIL("case %zu: 1 vs 2 threads", i);
+                if (kt_tensor_close("packed ref", y1, yr, 1e-6, 1e-6)) KT_FAIL("case %zu", i);
+                if (kt_tensor_close("conv2d", y1, yc, 2e-4, 2e-4)) KT_FAIL("case %zu vs conv2d", i);
+            }
+    }
+    kn_set_num_threads(prev);
+    /* a packed weight of the wrong size, an input with the wrong channel count */
+    kn_tensor *x = kn_randn(KN_F32, 4, (int64_t[]){1, 4, 5, 5});
+    kn_tensor *wp = kn_zeros(KN_F32, 1, (int64_t[]){100});
+    kn_attrs a = {0};
+    kn_attrs_set_ints(&a, "weight_shape", (int64_t[]){64, 4, 3, 3}, 4);
+    kn_tensor *in[2] = {x, wp};
+    KT_ERR(KN_ESHAPE, run_op("conv2d_packed", in, 2, &a, false), "does not hold");
+    kn_attrs_set_ints(&a, "weight_shape", (int64_t[]){64, 3, 3, 3}, 4);
+    KT_ERR(KN_ESHAPE, run_op("conv2d_packed", in, 2, &a, false), "channels");
 }
 
 /* non-contiguous inputs give the same results as their contiguous copies */
@@ -494,6 +555,10 @@ static void test_max_pool_fast_vs_ref(void) {
         {7, 20, {2, 5}, {3, 1}, {1, 2}, {1, 1}, false},
         {6, 6, {1, 1}, {1, 1}, {0, 0}, {1, 1}, false},
         {112, 112, {3, 3}, {2, 2}, {1, 1}, {1, 1}, false},
+        /* stride 2, values only: the AVX-512 interior kernel (masked tails, clipped rows) */
+        {9, 41, {3, 3}, {2, 2}, {0, 0}, {1, 1}, false},
+        {12, 37, {2, 5}, {2, 2}, {1, 2}, {2, 1}, true},
+        {5, 70, {3, 2}, {2, 2}, {1, 1}, {1, 1}, false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         for (int d = 0; d < 2; d++) {
@@ -766,6 +831,7 @@ static void test_no_leaks(void) {
 
 int main(void) {
     KT_RUN(test_max_pool_backward_fast_vs_ref);
+    RUN(test_conv2d_packed);
     kn_manual_seed(42);
     RUN(test_conv2d_values);
     RUN(test_conv1d_values);

@@ -179,6 +179,55 @@ static void test_prepack(void) {
     kn_scope_end(s);
 }
 
+/* frozen conv nets: conv2d with >= 32 output channels becomes conv2d_packed (the stem-like
+ * 7x7 stride 2, a 3x3 after batch norm folding, a strided 1x1, a grouped one that stays conv2d),
+ * results within the conv tolerance of eager at several batch sizes, no allocation per run, and
+ * the pass switched off gives plain conv2d again */
+static void test_prepack_conv(void) {
+    kn_scope s = kn_scope_begin();
+    kn_manual_seed(8);
+    kn_conv_opts stem = {.stride = {2, 2}, .padding = {3, 3}}, p1 = {.padding = {1, 1}},
+                 s2 = {.stride = {2, 2}}, grp = {.padding = {1, 1}, .groups = 4};
+    kn_module *mods[] = {kn_nn_conv2d(3, 32, 7, 7, &stem, false), kn_nn_batchnorm2d(32, 1e-5, 0.1),
+                         kn_nn_relu(), kn_nn_conv2d(32, 64, 3, 3, &p1, true), kn_nn_relu(),
+                         kn_nn_conv2d(64, 96, 1, 1, &s2, true), kn_nn_conv2d(96, 96, 3, 3, &grp, true),
+                         kn_nn_relu()};
+    kn_module *m = kn_nn_sequential(mods, 8);
+    int64_t shape[4] = {2, 3, 30, 27};
+    kn_tensor *x = kn_randn(KN_F32, 4, shape);
+    (void)eager_eval(m, x);
+    kn_graph *g = kn_trace_module(m, x);
+    KT_NOTNULL(g);
+    KT_OK(kn_graph_compile(g, &(kn_compile_opts){.freeze = true}));
+    char buf[16384] = "";
+    FILE *f = fmemopen(buf, sizeof buf - 1, "w");
+    KT_OK(kn_graph_print(g, f, false, 0));
+    fclose(f);
+    int npacked = 0;
+    for (const char *q = buf; (q = strstr(q, "conv2d_packed")); q++)
+        npacked++;
+    KT_TRUE(npacked > 0 || !kn__has_avx512f());
+    KT_TRUE(strstr(buf, "  conv2d ") != NULL); /* the grouped layer stays (histogram line) */
+    int64_t batches[3] = {1, 2, 5};
+    for (int i = 0; i < 3; i++) {
+        shape[0] = batches[i];
+        kn_tensor *xi = kn_randn(KN_F32, 4, shape), *y = NULL;
+        KT_EQ_INT(1, kn_graph_run(g, &xi, 1, &y, 1));
+        KT_CLOSE(y, eager_eval(m, xi), 1e-4, 1e-4);
+        uint64_t before = kn__alloc_count();
+        KT_OK(kn_graph_run_into(g, &xi, 1, &y, 1));
+        KT_EQ_INT(0, kn__alloc_count() - before);
+    }
+    KT_OK(kn_graph_compile(g, &(kn_compile_opts){.freeze = true, .disable = KN_PASS_PREPACK}));
+    f = fmemopen(buf, sizeof buf - 1, "w");
+    KT_OK(kn_graph_print(g, f, false, 0));
+    fclose(f);
+    KT_TRUE(strstr(buf, "conv2d_packed") == NULL);
+    kn_graph_free(g);
+    kn_module_free(m);
+    kn_scope_end(s);
+}
+
 /* two independent GEMMs too small to gain from a second thread each: the plan runs them side
  * by side (interop.c); bit-identical to eager with the pass on, off, and on one thread */
 static int two_gemms(void *user, kn_tensor *const *in, int nin, kn_tensor **out, int max_out) {
@@ -774,6 +823,7 @@ int main(void) {
     KT_RUN(test_trace_check_catches_batch_constant);
     KT_RUN(test_conv_bn_fold);
     KT_RUN(test_prepack);
+    KT_RUN(test_prepack_conv);
     KT_RUN(test_bad_inputs);
     KT_RUN(test_plan_cache_bounded);
     KT_RUN(test_profile);

@@ -39,7 +39,7 @@ static bool is_producer(const kn_gnode *n) {
     if (!n->op) return false;
     const char *nm = n->op->name;
     return !strcmp(nm, "linear") || !strcmp(nm, "matmul") || !strcmp(nm, "conv2d") ||
-           !strcmp(nm, "linear_packed");
+           !strcmp(nm, "linear_packed") || !strcmp(nm, "conv2d_packed");
 }
 
 typedef struct {

@@ -59,6 +59,9 @@ static double node_work(const kn_graph *g, int i, int64_t (*sh)[KN_MAX_DIMS], co
         double w = -1;
         if (!strcmp(op, "conv2d") && nd[b] == 4) /* out x (C/G * KH * KW) */
             w = numel(sh[o], nd[o]) * numel(&sh[b][1], 3);
+        int64_t ws[4];
+        if (!strcmp(op, "conv2d_packed") && kn__attr_ints(&n->attrs, "weight_shape", ws, 4) == 4)
+            w = numel(sh[o], nd[o]) * numel(&ws[1], 3);
         if (!strcmp(op, "conv2d_backward_input") && nd[b] == 4) /* gy x (C/G * KH * KW) */
             w = numel(sh[a], nd[a]) * numel(&sh[b][1], 3) * INTEROP_BWD_INPUT;
         if (!strcmp(op, "conv2d_backward_weight") && nd[o] == 4)

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include "graph/graph_impl.h"
+#include "kernels/conv.h"
 #include "kernels/gemm.h"
 #include "optim/optim_impl.h"
 
@@ -351,17 +352,56 @@ kn_status kn__g_conv_bn(kn_graph *g) {
     return st ? st : kn__g_compact(g);
 }
 
-/* ---- prepack: f32 linear -> linear_packed with the weight packed once ----
+/* ---- prepack: f32 linear -> linear_packed, conv2d -> conv2d_packed, weights packed once ----
  * The weight (a constant of the frozen graph) is packed at compile time for the AVX-512 kernel
  * (kernels/x86/sgemm_packed_avx512.c), so a run no longer packs it inside the GEMM. Each output
  * sums the same terms in another order than the GEMM path: frozen graphs only, tested with a
  * tolerance. Only where the kernel runs (AVX-512F) and the layer has at least 32 outputs (a
  * panel of 32 columns would be mostly padding below that). */
+/* conv2d -> conv2d_packed where its kernel runs (x86/conv_packed_avx512.c): f32, groups 1, a
+ * constant weight (and bias) and at least 32 output channels (the kernel computes blocks of 64).
+ * Returns 1 when converted, 0 when not applicable, < 0 on error. */
+static int prepack_conv(kn_graph *g, int i) {
+    kn_gnode *n = &g->nodes[i];
+    const kn_gval *x = &g->vals[n->in[0]], *w = &g->vals[n->in[1]];
+    if (x->dtype != KN_F32 || x->ndim != 4 || w->kind != GV_WEIGHT || w->ndim != 4 ||
+        w->shape[0] < 32 || (n->nin > 2 && g->vals[n->in[2]].kind != GV_WEIGHT))
+        return 0;
+    int64_t s[4], d[4], p[4];
+    int ns = kn__attr_ints(&n->attrs, "stride", s, 2), nd = kn__attr_ints(&n->attrs, "dilation", d, 2),
+        np = kn__attr_ints(&n->attrs, "pads", p, 4);
+    kn_conv_geom cg = {.N = 1, .C = w->shape[1], .O = w->shape[0], .KH = w->shape[2],
+                       .KW = w->shape[3], .G = kn__attr_int(&n->attrs, "groups", 1),
+                       .sh = ns > 0 ? s[0] : 1, .sw = ns > 0 ? s[ns - 1] : 1,
+                       .dh = nd > 0 ? d[0] : 1, .dw = nd > 0 ? d[nd - 1] : 1,
+                       .pt = np > 0 ? p[0] : 0, .pl = np == 4 ? p[1] : np > 0 ? p[np - 1] : 0};
+    if (cg.C != x->shape[1] || !kn__conv_packed_supported(&cg)) return 0;
+    int64_t size = kn__conv_packed_size(cg.O, cg.C, cg.KH, cg.KW);
+    kn_tensor *wc = kn__contig(w->data);
+    kn_tensor *wp = wc ? kn__tensor_alloc(KN_F32, 1, &size) : NULL;
+    if (!wp) {
+        kn_tensor_free(wc);
+        return -1;
+    }
+    kn__conv_pack_w((const float *)kn__ptr(wc), cg.O, cg.C, cg.KH, cg.KW, (float *)kn__ptr(wp));
+    kn_tensor_free(wc);
+    int v = folded_weight(g, wp);
+    kn_tensor_free(wp);
+    if (v < 0) return -1;
+    n = &g->nodes[i];
+    n->in[1] = v;
+    n->op = &kn__op_conv2d_packed;
+    int64_t ws[4] = {cg.O, cg.C, cg.KH, cg.KW};
+    return kn_attrs_set_ints(&n->attrs, "weight_shape", ws, 4) == KN_OK ? 1 : -1;
+}
+
 kn_status kn__g_prepack(kn_graph *g) {
-    if (!kn__sgemm_packed_available()) return KN_OK;
     kn_status st = KN_OK;
     for (int i = 0; i < g->nnodes && st == KN_OK; i++) {
         kn_gnode *n = &g->nodes[i];
+        if (!n->dead && is_op(n, "conv2d") && !n->sym_attr && prepack_conv(g, i) < 0)
+            return kn_last_status();
+        if (!kn__sgemm_packed_available()) continue;
         if (n->dead || !is_op(n, "linear") || n->sym_attr) continue;
         const kn_gval *x = &g->vals[n->in[0]], *w = &g->vals[n->in[1]];
         if (x->dtype != KN_F32 || w->kind != GV_WEIGHT || w->ndim != 2 || w->shape[0] < 32 ||

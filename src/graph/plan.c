@@ -739,6 +739,9 @@ static double node_macs(const kn_graph *g, const kn_plan *p, int i) {
     double out = (double)kn__numel(y->ndim, y->shape);
     if (!strcmp(op, "conv2d") && b->ndim == 4)
         return out * (double)(b->shape[1] * b->shape[2] * b->shape[3]);
+    int64_t ws[4];
+    if (!strcmp(op, "conv2d_packed") && kn__attr_ints(&n->attrs, "weight_shape", ws, 4) == 4)
+        return out * (double)ws[1] * (double)ws[2] * (double)ws[3];
     if ((!strcmp(op, "linear") || !strcmp(op, "linear_packed") || !strcmp(op, "matmul")) &&
         a->ndim >= 1)
         return out * (double)a->shape[a->ndim - 1];

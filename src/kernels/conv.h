@@ -98,6 +98,11 @@ bool kn__maxpool2x2_rows_avx512(const float *x, float *y, int64_t *idx, int64_t 
  * needed); bit-identical to the reference scatter. false: not applicable. */
 bool kn__maxpool2x2_bwd_rows_avx512(const float *x, const float *gy, float *gx, int64_t nrows,
                                     int64_t W, bool relu_mask);
+/* Interior output columns [lo, hi) of every row of a stride-2 max pool without indices (the
+ * windows of those columns lie inside each row; rows are clipped as the reference does);
+ * bit-identical to the reference. false: not applicable (no AVX-512, sw != 2, dw != 1). */
+bool kn__maxpool_s2_interior_avx512(const float *x, float *y, const kn_pool_geom *p, int64_t lo,
+                                    int64_t hi);
 bool kn__conv_direct_avx512_fwd(const float *x, const float *w, const float *b, float *y,
                                 const kn_conv_geom *g);
 bool kn__conv_direct_avx512_bwd_data(const float *gy, const float *w, const float *b, float *gx,
@@ -112,5 +117,15 @@ bool kn__conv_b16_fwd(const float *x, const float *w, const float *b, float *y,
 bool kn__conv_b16_bwd_data(const float *gy, const float *w, const float *b, float *gx,
                            const kn_conv_geom *g);
 bool kn__conv_b16_bwd_weight(const float *x, const float *gy, float *gw, const kn_conv_geom *g);
+/* Convolution with weights packed ahead of time, output channels in vector lanes
+ * (x86/conv_packed_avx512.c), for frozen graphs: groups 1, any stride up to 2 horizontally,
+ * dilation and padding. kn__conv_pack_w packs w (O, C, KH, KW) into kn__conv_packed_size floats;
+ * kn__conv_packed_fwd: y = conv(x, w) + b (b may be NULL), g->relu applied; false: not applicable
+ * (no AVX-512, geometry) or out of scratch memory, nothing done. */
+int64_t kn__conv_packed_size(int64_t O, int64_t C, int64_t KH, int64_t KW);
+void kn__conv_pack_w(const float *w, int64_t O, int64_t C, int64_t KH, int64_t KW, float *wp);
+bool kn__conv_packed_supported(const kn_conv_geom *g);
+bool kn__conv_packed_fwd(const float *x, const float *wp, const float *b, float *y,
+                         const kn_conv_geom *g);
 
 #endif

@@ -29,6 +29,7 @@
  * Invariants: results do not depend on the thread count (see kernels/conv.h and gemm.h).
  */
 #include <limits.h>
+#include <math.h>
 #include <omp.h>
 
 #include "kernels/conv.h"
@@ -833,6 +834,119 @@ static const kn_opdef op_conv2d_bwd_weight = {
     .doc = "weight gradient of conv2d: (input, grad_output) -> grad_weight",
 };
 
+/* ---------------------------------------------------------------- conv2d_packed
+ * conv2d with its weight packed ahead of time for the output-channel-vectorised kernel
+ * (x86/conv_packed_avx512.c): what the graph compiler's prepack pass turns a frozen graph's f32
+ * conv2d (groups 1) into. Inputs x (N, C, H, W), wp (the packed weight, 1-D), b (O) optional;
+ * attrs: the conv's stride, pads, dilation and relu, and "weight_shape" (O, C, KH, KW).
+ * Inference only (no backward). */
+static kn_status packed_params(const kn_opctx *c, conv_params *p, int64_t ws[4]) {
+    kn_status st = conv_params_read("conv2d_packed", c->attrs, p);
+    if (st != KN_OK) return st;
+    if (kn__attr_ints(c->attrs, "weight_shape", ws, 4) != 4 || ws[0] < 1 || ws[1] < 1 ||
+        ws[2] < 1 || ws[3] < 1 || ws[0] > ATTR_MAX || ws[1] > ATTR_MAX || ws[2] > ATTR_MAX ||
+        ws[3] > ATTR_MAX || p->G != 1)
+        return kn__err(KN_EINVAL, "conv2d_packed: needs weight_shape (O, C, KH, KW) >= 1 and "
+                                  "groups 1");
+    return KN_OK;
+}
+
+static kn_status packed_infer(kn_opctx *c) {
+    kn_status st;
+    conv_params p;
+    int64_t ws[4], OH, OW;
+    char s1[128];
+    if ((st = kn__same_dtype(c, 0, c->nin - 1)) != KN_OK) return st;
+    if ((st = packed_params(c, &p, ws)) != KN_OK) return st;
+    const kn_tensor *x = c->in[0], *wp = c->in[1];
+    if ((st = check_4d("conv2d_packed", "input", x)) != KN_OK) return st;
+    if (x->shape[1] != ws[1])
+        return kn__err(KN_ESHAPE, "conv2d_packed: input %s does not have %lld channels",
+                       kn__shape_str(s1, sizeof s1, 4, x->shape), (long long)ws[1]);
+    if (wp->ndim != 1 || (double)ws[0] * ws[1] * ws[2] * ws[3] > 1e15 ||
+        wp->shape[0] != kn__conv_packed_size(ws[0], ws[1], ws[2], ws[3]))
+        return kn__err(KN_ESHAPE, "conv2d_packed: packed weight %s does not hold (%lld, %lld, "
+                                  "%lld, %lld)",
+                       kn__shape_str(s1, sizeof s1, wp->ndim, wp->shape), (long long)ws[0],
+                       (long long)ws[1], (long long)ws[2], (long long)ws[3]);
+    if (c->nin == 3 && (st = check_bias("conv2d_packed", c->in[2], ws[0])) != KN_OK) return st;
+    OH = conv_out_len(x->shape[2], ws[2], p.s[0], p.p[0], p.p[2], p.d[0]);
+    OW = conv_out_len(x->shape[3], ws[3], p.s[1], p.p[1], p.p[3], p.d[1]);
+    if (OH < 1 || OW < 1)
+        return kn__err(KN_ESHAPE, "conv2d_packed: input %s padded is smaller than the kernel",
+                       kn__shape_str(s1, sizeof s1, 4, x->shape));
+    int64_t shape[4] = {x->shape[0], ws[0], OH, OW};
+    c->out_ndim[0] = 4;
+    memcpy(c->out_shape[0], shape, sizeof shape);
+    c->out_dtype[0] = x->dtype;
+    return kn__check_shape("conv2d_packed", 4, shape, x->dtype);
+}
+
+/* reference: per output 0, + w * x over (c, kh, kw) ascending inside the input, + bias, relu */
+static void packed_ref(const float *x, const float *wp, const float *b, float *y,
+                       const kn_conv_geom *g) {
+    const int64_t K = g->C * g->KH * g->KW;
+    for (int64_t n = 0; n < g->N; n++)
+        for (int64_t o = 0; o < g->O; o++) {
+            const float *wo = wp + (o / 64) * K * 64 + o % 64;
+            for (int64_t oh = 0; oh < g->OH; oh++)
+                for (int64_t ow = 0; ow < g->OW; ow++) {
+                    float acc = 0.0f;
+                    for (int64_t ci = 0; ci < g->C; ci++)
+                        for (int64_t kh = 0; kh < g->KH; kh++)
+                            for (int64_t kw = 0; kw < g->KW; kw++) {
+                                int64_t h = oh * g->sh - g->pt + kh * g->dh;
+                                int64_t w = ow * g->sw - g->pl + kw * g->dw;
+                                if (h < 0 || h >= g->H || w < 0 || w >= g->W) continue;
+                                acc = fmaf(wo[((ci * g->KH + kh) * g->KW + kw) * 64],
+                                           x[((n * g->C + ci) * g->H + h) * g->W + w], acc);
+                            }
+                    float v = acc + (b ? b[o] : 0.0f);
+                    y[((n * g->O + o) * g->OH + oh) * g->OW + ow] =
+                        !g->relu ? v : v > 0 ? v : (v != v ? v : 0.0f);
+                }
+        }
+}
+
+static kn_status packed_run(kn_opctx *c, bool ref) {
+    conv_params p;
+    int64_t ws[4];
+    kn_status st = packed_params(c, &p, ws);
+    if (st != KN_OK) return st;
+    kn_tensor *t[3];
+    if ((st = contig_inputs(c, t)) != KN_OK) return st;
+    kn_tensor *y = c->out[0];
+    kn_conv_geom g = make_geom(t[0], ws[0], ws[2], ws[3], y->shape[2], y->shape[3], &p);
+    g.relu = kn__attr_int(c->attrs, "relu", 0) != 0;
+    const float *x = (const float *)kn__ptr(t[0]), *wp = (const float *)kn__ptr(t[1]);
+    const float *b = t[2] ? (const float *)kn__ptr(t[2]) : NULL;
+    float *py = (float *)kn__ptr(y);
+    if (ref || !kn__conv_packed_fwd(x, wp, b, py, &g)) packed_ref(x, wp, b, py, &g);
+    free3(t);
+    return KN_OK;
+}
+
+static kn_status packed_forward(kn_opctx *c) {
+    return packed_run(c, false);
+}
+static kn_status packed_forward_ref(kn_opctx *c) {
+    return packed_run(c, true);
+}
+
+const kn_opdef kn__op_conv2d_packed = {
+    .name = "conv2d_packed",
+    .min_in = 2,
+    .max_in = 3,
+    .nout = 1,
+    .dtypes = KN_DT(KN_F32),
+    .flags = KN_OPF_INTERNAL,
+    .infer = packed_infer,
+    .forward = packed_forward,
+    .forward_ref = packed_forward_ref,
+    .doc = "conv2d with a weight packed by the prepack pass (frozen graphs); attrs stride, pads, "
+           "dilation, relu, weight_shape",
+};
+
 /* ---------------------------------------------------------------- conv_transpose2d */
 
 /* x (N, Cin, H, W), w (Cin, Cout/G, KH, KW), b (Cout) -> (N, Cout, OH, OW) with
@@ -1487,7 +1601,8 @@ const kn_opdef *const kn__ops_conv[] = {
     &op_conv2d,           &op_conv2d_bwd_input, &op_conv2d_bwd_weight,
     &op_conv_transpose2d, &op_maxpool,          &op_maxpool_bwd,
     &op_avgpool,          &op_avgpool_bwd,      &op_adaptive,
-    &op_adaptive_bwd,     &op_global,           NULL};
+    &op_adaptive_bwd,     &op_global,           &kn__op_conv2d_packed,
+    NULL};
 
 static int64_t or1(int64_t v) {
     return v == 0 ? 1 : v;

@@ -151,6 +151,8 @@ extern const kn_opdef *const kn__ops_index[];
 extern const kn_opdef *const kn__ops_stats[];
 /* linear with a pre-packed weight (linalg.c): the graph compiler's prepack pass emits it */
 extern const kn_opdef kn__op_linear_packed;
+/* conv2d with a pre-packed weight (conv.c): the prepack pass emits it for frozen graphs */
+extern const kn_opdef kn__op_conv2d_packed;
 
 /* ---- the autograd layer plugs in here (set by src/autograd/ at load time), so ops do not
  * depend on the layer above them ---- */

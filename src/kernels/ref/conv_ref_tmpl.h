@@ -390,6 +390,10 @@ KN_CONV_CLONES static void LOCAL(maxpool_plane)(const T *restrict xp, T *restric
     int64_t hi = span >= 0 ? span / sw + 1 : 0;
     if (hi > OW) hi = OW;
     if (lo > hi) lo = hi;
+    bool interior_done = false;
+#if KN_POOL_F32
+    interior_done = !ip && kn__maxpool_s2_interior_avx512(xp, yp, p, lo, hi);
+#endif
     for (int64_t oh = 0; oh < p->OH; oh++) {
         T *yr = yp + oh * OW;
         int64_t *ir = ip ? ip + oh * OW : NULL;
@@ -403,7 +407,7 @@ KN_CONV_CLONES static void LOCAL(maxpool_plane)(const T *restrict xp, T *restric
             yr[ow] = LOCAL(max_window)(xp, p, oh, ow, &a);
             if (ir) ir[ow] = a;
         }
-        if (lo >= hi) continue;
+        if (lo >= hi || interior_done) continue;
         int64_t hs = oh * p->sh - p->ph, he = hs + (p->kh - 1) * p->dh + 1;
         if (he > p->H) he = p->H;
         while (hs < 0) hs += p->dh;

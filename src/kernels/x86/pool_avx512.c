@@ -1,5 +1,6 @@
 /*
- * pool_avx512.c - 2x2 / stride-2 max pooling of short rows (W <= 32) with AVX-512.
+ * pool_avx512.c - max pooling with AVX-512: 2x2 / stride 2 on short rows (W <= 32), and the
+ * interior of any stride-2 pool without indices (ResNet's 3x3 stem pool).
  *
  * The generic kernel vectorises along a row of output columns; with LeNet's 8- and 24-wide
  * planes a row is a handful of columns and the scalar selects become branches that mispredict
@@ -9,6 +10,7 @@
  * so values and indices are bit-identical to the reference.
  */
 #include <immintrin.h>
+#include <math.h>
 #include <omp.h>
 
 #include "core/core_impl.h"
@@ -122,5 +124,45 @@ bool kn__maxpool2x2_bwd_rows_avx512(const float *x, const float *gy, float *gx, 
         int64_t per = (nrows + n - 1) / n, s = per * t, e = s + per < nrows ? s + per : nrows;
         if (s < e) bwd_rows(x, gy, gx, s, e, W, relu_mask);
     }
+    return true;
+}
+
+__attribute__((target("avx512f"))) static void maxpool_s2_interior(const float *x, float *y,
+                                                                   const kn_pool_geom *p,
+                                                                   int64_t lo, int64_t hi) {
+    const __m512i even =
+        _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    for (int64_t oh = 0; oh < p->OH; oh++) {
+        int64_t hs = oh * p->sh - p->ph, he = hs + (p->kh - 1) * p->dh + 1;
+        if (he > p->H) he = p->H;
+        while (hs < 0) hs += p->dh;
+        for (int64_t ow = lo; ow < hi; ow += 16) {
+            const int64_t n = hi - ow < 16 ? hi - ow : 16; /* outputs; inputs 2n - 1 per tap */
+            const __mmask16 m0 = n >= 8 ? 0xffff : (__mmask16)((1u << (2 * n - 1)) - 1);
+            const __mmask16 m1 = n > 8 ? (__mmask16)((1u << (2 * n - 17)) - 1) : 0;
+            __m512 m = _mm512_set1_ps(-INFINITY);
+            for (int64_t ih = hs; ih < he; ih += p->dh)
+                for (int64_t k = 0; k < p->kw; k++) {
+                    const float *src = x + ih * p->W + 2 * ow + k - p->pw;
+                    __m512 v = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(m0, src), even,
+                                                      _mm512_maskz_loadu_ps(m1, src + 16));
+                    __mmask16 t = _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ) |
+                                  _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+                    m = _mm512_mask_mov_ps(m, t, v);
+                }
+            _mm512_mask_storeu_ps(y + oh * p->OW + ow, (__mmask16)((1u << n) - 1), m);
+        }
+    }
+}
+
+/* Stride-2 max pool, no indices: the interior outputs [lo, hi) of every output row of one plane
+ * (windows inside the row; the caller does the borders), 16 output columns per step: a tap's
+ * 16 inputs (32 apart by 2) are two loads and an even-lane permute; candidates are scanned in
+ * the reference's order (rows, then taps; a later one wins when greater or NaN), so the values
+ * are bit-identical. Rows outside the image are skipped like the reference skips them. */
+bool kn__maxpool_s2_interior_avx512(const float *x, float *y, const kn_pool_geom *p, int64_t lo,
+                                    int64_t hi) {
+    if (!kn__has_avx512f() || p->sw != 2 || p->dw != 1 || lo >= hi) return false;
+    maxpool_s2_interior(x, y, p, lo, hi);
     return true;
 }

@@ -1,0 +1,261 @@
+/*
+ * conv_packed_avx512.c - f32 convolution with weights packed ahead of time, vectorised over
+ * output channels: the kernel of the conv2d_packed op, which the graph compiler's prepack pass
+ * puts in place of a frozen graph's conv2d (the weight is a constant, packed once at compile time).
+ *
+ * Why a second direct kernel: conv_avx512.c vectorises over output positions of one channel, so
+ * small images waste its 48-wide tiles (ResNet's 7x7 layers: 63 padded positions in two tiles of
+ * 48) and it packs the weights on every call (2.4 MB for a 256-channel 3x3 layer); it only does
+ * stride 1. Here a vector holds 16 output channels: a tile is 64 channels x R (<= 7) consecutive
+ * outputs of one row in 4 x R zmm accumulators; for every (c, kh, kw) it loads 4 weight vectors
+ * and broadcasts R input values (R x stride apart in the zero-padded input row), 4 x R FMAs. The
+ * whole reduction runs in registers: the 64-channel weight block (64 x C*KH*KW floats, 1.2 MB for
+ * 512x3x3 inputs) stays in L2 while the tiles of a block run one after the other. Any stride and
+ * dilation, groups 1 (ResNet's stride-2 layers and its 7x7 stem too).
+ *
+ * Packed layout: [O/64 blocks][C][KH][KW][64], zeros for channels >= O.
+ *
+ * Numerics: each output is 0, then + w * x for (c, kh, kw) ascending with fused multiply-adds
+ * (padding included as zeros), then + bias, then relu if asked: the order of conv_avx512.c's
+ * kernel, so stride-1 results equal it bit for bit, and another order than im2col + GEMM (within
+ * the conv tolerance). One thread computes each output: results do not depend on the thread count.
+ */
+#include <immintrin.h>
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "core/core_impl.h"
+#include "kernels/conv.h"
+
+#define OCB 64    /* output channels per packed block (4 vectors) */
+#define RMAX 7    /* outputs per tile: 4 x 7 accumulators + 4 weight vectors = 32 zmm */
+#define MAX_TAPS 1024
+#define CHUNK_K 160 /* (channel, tap) steps per chunk: 64 x 160 weights = 40 KB, in L1 */
+#define BAND_P 256  /* output positions per work item (its partial sums: 64 KB) */
+
+typedef struct {
+    int64_t C, H, W, O, OH, OW, KH, KW, sh, sw, dh, dw, pt, pl, Hp, Wp, PS, K, OB, nseg;
+    int64_t cc;   /* input channels per chunk */
+    int64_t band; /* output rows per work item */
+    bool relu;
+    int64_t taps;
+    int32_t toff[MAX_TAPS]; /* offset of tap (kh, kw) in a padded channel */
+} pgeom;
+
+int64_t kn__conv_packed_size(int64_t O, int64_t C, int64_t KH, int64_t KW) {
+    return (O + OCB - 1) / OCB * OCB * C * KH * KW;
+}
+
+void kn__conv_pack_w(const float *w, int64_t O, int64_t C, int64_t KH, int64_t KW, float *wp) {
+    const int64_t K = C * KH * KW, OB = (O + OCB - 1) / OCB;
+    for (int64_t ob = 0; ob < OB; ob++)
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t i = 0; i < OCB; i++) {
+                int64_t o = ob * OCB + i;
+                wp[(ob * K + k) * OCB + i] = o < O ? w[o * K + k] : 0.0f;
+            }
+}
+
+bool kn__conv_packed_supported(const kn_conv_geom *g) {
+    return kn__has_avx512f() && g->G == 1 && g->KH * g->KW <= MAX_TAPS && g->sw >= 1 &&
+           g->sw <= 2 && g->sh >= 1 && g->dh >= 1 && g->dw >= 1 && g->pt >= 0 && g->pl >= 0;
+}
+
+/* out[r][0..64) (+)= sum over nc channels and every tap of wb * x at xb + r * S: R outputs of
+ * one row; acc: add to what out holds (the partial sums of earlier channels) */
+__attribute__((always_inline, target("avx512f"))) static inline void
+tile(const float *xb, const float *wb, const pgeom *d, int64_t nc, bool acc, float *out,
+     const char *pf, int64_t npf, const int R, const int S) {
+    __m512 a[RMAX][4];
+#pragma GCC unroll 7
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < 4; v++)
+            a[r][v] = acc ? _mm512_load_ps(out + r * OCB + 16 * v) : _mm512_setzero_ps();
+    const float *w = wb;
+    int64_t k = 0;
+    for (int64_t c = 0; c < nc; c++) {
+        const float *xc = xb + c * d->PS;
+        for (int64_t t = 0; t < d->taps; t++, w += OCB, k++) {
+            const float *s = xc + d->toff[t];
+            if (k < npf) _mm_prefetch(pf + 64 * k, _MM_HINT_T1);
+            __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16),
+                   w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);
+#pragma GCC unroll 7
+            for (int r = 0; r < R; r++) {
+                __m512 xv = _mm512_set1_ps(s[r * S]);
+                a[r][0] = _mm512_fmadd_ps(w0, xv, a[r][0]);
+                a[r][1] = _mm512_fmadd_ps(w1, xv, a[r][1]);
+                a[r][2] = _mm512_fmadd_ps(w2, xv, a[r][2]);
+                a[r][3] = _mm512_fmadd_ps(w3, xv, a[r][3]);
+            }
+        }
+    }
+#pragma GCC unroll 7
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < 4; v++)
+            _mm512_store_ps(out + r * OCB + 16 * v, a[r][v]);
+}
+
+#define TILE_CASE(R)                                                                               \
+    case R:                                                                                        \
+        if (S == 1)                                                                                \
+            tile(xb, wb, d, nc, acc, out, pf, npf, R, 1);                                                \
+        else                                                                                       \
+            tile(xb, wb, d, nc, acc, out, pf, npf, R, 2);                                                \
+        break;
+
+__attribute__((target("avx512f"))) static void tile_any(const float *xb, const float *wb,
+                                                        const pgeom *d, int64_t nc, bool acc,
+                                                        float *out, const char *pf, int64_t npf,
+                                                        int R, int S) {
+    switch (R) {
+        TILE_CASE(1)
+        TILE_CASE(2)
+        TILE_CASE(3)
+        TILE_CASE(4)
+        TILE_CASE(5)
+        TILE_CASE(6)
+        TILE_CASE(7)
+    default: break;
+    }
+}
+
+/* y[o][r0 * OW + j] = buf[j][o - 64 ob] + bias[o] (relu'd) for the block's channels and
+ * j < n: each channel's run of n outputs is gathered from buf 16 at a time and stored whole */
+__attribute__((target("avx512f"))) static void store(const float *buf, const float *bias,
+                                                     float *yn, const pgeom *d, int64_t ob,
+                                                     int64_t r0, int64_t n) {
+    const int64_t P = d->OH * d->OW, o1 = (ob + 1) * OCB < d->O ? (ob + 1) * OCB : d->O;
+    const __m512i idx = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(OCB));
+    for (int64_t o = ob * OCB; o < o1; o++) {
+        const __m512 bv = _mm512_set1_ps(bias ? bias[o] : 0.0f);
+        const float *src = buf + (o - ob * OCB);
+        float *yr = yn + o * P + r0 * d->OW;
+        for (int64_t j = 0; j < n; j += 16) {
+            __mmask16 m = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
+            __m512 v = _mm512_add_ps(
+                _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, src + j * OCB, 4), bv);
+            if (d->relu) /* the relu op's formula: x > 0 ? x : (NaN ? x : 0) */
+                v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NLE_UQ), v);
+            _mm512_mask_storeu_ps(yr + j, m, v);
+        }
+    }
+}
+
+/* Channels of block ob, output rows [r0, r1): channel chunks in order (the chunk's weights,
+ * 64 x cc x taps floats, stay in L1 while every tile of the band uses them; partial sums wait in
+ * buf, [position][64]), then bias, relu and the store, a contiguous run per channel row. */
+static void item(const float *xp, const float *wp, const float *bias, float *yn, const pgeom *d,
+                 int64_t ob, int64_t r0, int64_t r1, float *buf) {
+    const int64_t ntiles = (r1 - r0) * d->nseg;
+    for (int64_t c0 = 0; c0 < d->C; c0 += d->cc) {
+        const int64_t nc = c0 + d->cc < d->C ? d->cc : d->C - c0;
+        const float *wb = wp + (ob * d->K + c0 * d->taps) * OCB;
+        /* the next chunk's weights (or the next block's first), a slice per tile, into L2 */
+        const char *next = (const char *)(wb + nc * d->taps * OCB);
+        const int64_t nlines = (c0 + d->cc < d->C ? d->cc * d->taps : 0) * (OCB * 4 / 64);
+        const int64_t slice = (nlines + ntiles - 1) / ntiles;
+        int64_t i = 0;
+        for (int64_t oh = r0; oh < r1; oh++)
+            for (int64_t seg = 0; seg < d->nseg; seg++, i++) {
+                /* segments of nearly equal length <= RMAX covering the row */
+                const int64_t ow0 = seg * d->OW / d->nseg, ow1 = (seg + 1) * d->OW / d->nseg;
+                const int64_t npf = nlines - i * slice < slice ? nlines - i * slice : slice;
+                tile_any(xp + c0 * d->PS + oh * d->sh * d->Wp + ow0 * d->sw, wb, d, nc, c0 > 0,
+                         buf + ((oh - r0) * d->OW + ow0) * OCB, next + i * slice * 64,
+                         npf > 0 ? npf : 0, (int)(ow1 - ow0), (int)d->sw);
+            }
+    }
+    store(buf, bias, yn, d, ob, r0, (r1 - r0) * d->OW);
+}
+
+/* zero-padded copy of one image: channel c at xp + c * PS, rows Wp apart */
+static void pad_channel(const float *xn, float *xp, const pgeom *d, int64_t c) {
+    float *dst = xp + c * d->PS;
+    memset(dst, 0, (size_t)d->PS * sizeof(float));
+    const int64_t wcopy = d->W < d->Wp - d->pl ? d->W : d->Wp - d->pl;
+    for (int64_t h = 0; h < d->H && h + d->pt < d->Hp; h++)
+        if (wcopy > 0)
+            memcpy(dst + (h + d->pt) * d->Wp + d->pl, xn + (c * d->H + h) * d->W,
+                   (size_t)wcopy * sizeof(float));
+}
+
+/* one image; nth > 1 splits its channels and work items over threads (batches smaller than
+ * that); bufs: a band buffer per thread */
+static void image(const float *xn, const float *wp, const float *bias, float *yn, float *xp,
+                  float *bufs, const pgeom *d, int nth) {
+    const int64_t nband = (d->OH + d->band - 1) / d->band, items = d->OB * nband;
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
+        float *buf = bufs + (size_t)omp_get_thread_num() * (size_t)(d->band * d->OW * OCB);
+#pragma omp for schedule(static)
+        for (int64_t c = 0; c < d->C; c++)
+            pad_channel(xn, xp, d, c);
+        /* block-major: a thread's consecutive items share a weight block */
+#pragma omp for schedule(static)
+        for (int64_t it = 0; it < items; it++) {
+            int64_t r0 = it % nband * d->band, r1 = r0 + d->band < d->OH ? r0 + d->band : d->OH;
+            item(xp, wp, bias, yn, d, it / nband, r0, r1, buf);
+        }
+    }
+}
+
+bool kn__conv_packed_fwd(const float *x, const float *wp, const float *b, float *y,
+                         const kn_conv_geom *g) {
+    if (!kn__conv_packed_supported(g)) return false;
+    pgeom *d = kn__scratch_get(sizeof *d);
+    if (!d) {
+        kn_clear_error();
+        return false;
+    }
+    *d = (pgeom){.C = g->C, .H = g->H, .W = g->W, .O = g->O, .OH = g->OH, .OW = g->OW,
+                 .KH = g->KH, .KW = g->KW, .sh = g->sh, .sw = g->sw, .dh = g->dh, .dw = g->dw,
+                 .pt = g->pt, .pl = g->pl, .relu = g->relu};
+    d->Hp = (d->OH - 1) * d->sh + (d->KH - 1) * d->dh + 1;
+    d->Wp = (d->OW - 1) * d->sw + (d->KW - 1) * d->dw + 1;
+    d->PS = d->Hp * d->Wp;
+    if ((double)d->Hp * (double)d->Wp >= 2147483647.0) { /* tap offsets are 32-bit */
+        kn__scratch_put(d);
+        return false;
+    }
+    d->K = d->C * d->KH * d->KW;
+    d->OB = (d->O + OCB - 1) / OCB;
+    d->nseg = (d->OW + 6 - 1) / 6;
+    d->taps = d->KH * d->KW;
+    for (int64_t kh = 0; kh < d->KH; kh++)
+        for (int64_t kw = 0; kw < d->KW; kw++)
+            d->toff[kh * d->KW + kw] = (int32_t)(kh * d->dh * d->Wp + kw * d->dw);
+    d->cc = CHUNK_K / d->taps > 1 ? CHUNK_K / d->taps : 1;
+    d->band = BAND_P / d->OW > 1 ? BAND_P / d->OW : 1;
+    const int nth = kn__threads();
+    const bool per_image = g->N >= nth;
+    const size_t per = (size_t)(d->C * d->PS), bufn = (size_t)(d->band * d->OW * OCB);
+    float *scr = g->N > 0 && (double)d->C * (double)d->PS < 1e9
+                     ? kn__scratch_get(((per_image ? per : 0) + bufn) * (size_t)nth * sizeof(float) +
+                                       per * sizeof(float) + 64)
+                     : NULL;
+    if (!scr) {
+        kn_clear_error();
+        kn__scratch_put(d);
+        return g->N == 0;
+    }
+    float *bufs = (float *)(((uintptr_t)scr + 63) & ~(uintptr_t)63); /* nth band buffers */
+    float *xps = bufs + bufn * (size_t)nth;                           /* padded images */
+    const int64_t xs = d->C * d->H * d->W, ys = d->O * d->OH * d->OW;
+    if (per_image) {
+#pragma omp parallel for num_threads(nth) schedule(static)
+        for (int64_t n = 0; n < g->N; n++) {
+            int t = omp_get_thread_num();
+            image(x + n * xs, wp, b, y + n * ys, xps + per * (size_t)t, bufs + bufn * (size_t)t, d,
+                  1);
+        }
+    } else {
+        for (int64_t n = 0; n < g->N; n++)
+            image(x + n * xs, wp, b, y + n * ys, xps, bufs, d, nth);
+    }
+    kn__scratch_put(scr);
+    kn__scratch_put(d);
+    return true;
+}
