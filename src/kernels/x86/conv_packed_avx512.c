@@ -6,7 +6,7 @@
  * Why a second direct kernel: conv_avx512.c vectorises over output positions of one channel, so
  * small images waste its 48-wide tiles (ResNet's 7x7 layers: 63 padded positions in two tiles of
  * 48) and it packs the weights on every call (2.4 MB for a 256-channel 3x3 layer); it only does
- * stride 1. Here a vector holds 16 output channels: a tile is 64 channels x R (<= 7) consecutive
+ * stride 1. Here a vector holds 16 output channels: a tile is 64 channels x R (<= 6) consecutive
  * outputs of one row in 4 x R zmm accumulators; for every (c, kh, kw) it loads 4 weight vectors
  * and broadcasts R input values (R x stride apart in the zero-padded input row), 4 x R FMAs. The
  * whole reduction runs in registers: the 64-channel weight block (64 x C*KH*KW floats, 1.2 MB for
@@ -29,7 +29,7 @@
 #include "kernels/conv.h"
 
 #define OCB 64    /* output channels per packed block (4 vectors) */
-#define RMAX 7    /* outputs per tile: 4 x 7 accumulators + 4 weight vectors = 32 zmm */
+#define RMAX 6 /* outputs per tile: 4 x 6 accumulators (at 7 gcc spills one of the 28) */
 #define MAX_TAPS 1024
 #define CHUNK_K 160 /* (channel, tap) steps per chunk: 64 x 160 weights = 40 KB, in L1 */
 #define BAND_P 256  /* output positions per work item (its partial sums: 64 KB) */
@@ -68,7 +68,7 @@ __attribute__((always_inline, target("avx512f"))) static inline void
 tile(const float *xb, const float *wb, const pgeom *d, int64_t nc, bool acc, float *out,
      const char *pf, int64_t npf, const int R, const int S) {
     __m512 a[RMAX][4];
-#pragma GCC unroll 7
+#pragma GCC unroll 6
     for (int r = 0; r < R; r++)
         for (int v = 0; v < 4; v++)
             a[r][v] = acc ? _mm512_load_ps(out + r * OCB + 16 * v) : _mm512_setzero_ps();
@@ -81,7 +81,7 @@ tile(const float *xb, const float *wb, const pgeom *d, int64_t nc, bool acc, flo
             if (k < npf) _mm_prefetch(pf + 64 * k, _MM_HINT_T1);
             __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16),
                    w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);
-#pragma GCC unroll 7
+#pragma GCC unroll 6
             for (int r = 0; r < R; r++) {
                 __m512 xv = _mm512_set1_ps(s[r * S]);
                 a[r][0] = _mm512_fmadd_ps(w0, xv, a[r][0]);
@@ -91,7 +91,7 @@ tile(const float *xb, const float *wb, const pgeom *d, int64_t nc, bool acc, flo
             }
         }
     }
-#pragma GCC unroll 7
+#pragma GCC unroll 6
     for (int r = 0; r < R; r++)
         for (int v = 0; v < 4; v++)
             _mm512_store_ps(out + r * OCB + 16 * v, a[r][v]);
@@ -116,7 +116,6 @@ __attribute__((target("avx512f"))) static void tile_any(const float *xb, const f
         TILE_CASE(4)
         TILE_CASE(5)
         TILE_CASE(6)
-        TILE_CASE(7)
     default: break;
     }
 }
@@ -222,7 +221,7 @@ bool kn__conv_packed_fwd(const float *x, const float *wp, const float *b, float 
     }
     d->K = d->C * d->KH * d->KW;
     d->OB = (d->O + OCB - 1) / OCB;
-    d->nseg = (d->OW + 6 - 1) / 6;
+    d->nseg = (d->OW + RMAX - 1) / RMAX;
     d->taps = d->KH * d->KW;
     for (int64_t kh = 0; kh < d->KH; kh++)
         for (int64_t kw = 0; kw < d->KW; kw++)
