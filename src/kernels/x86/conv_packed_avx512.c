@@ -33,6 +33,7 @@
 #define MAX_TAPS 1024
 #define CHUNK_K 160 /* (channel, tap) steps per chunk: 64 x 160 weights = 40 KB, in L1 */
 #define BAND_P 256  /* output positions per work item (its partial sums: 64 KB) */
+#define GROUP_BYTES ((size_t)2 << 20) /* padded input images processed together */
 
 typedef struct {
     int64_t C, H, W, O, OH, OW, KH, KW, sh, sw, dh, dw, pt, pl, Hp, Wp, PS, K, OB, nseg;
@@ -63,33 +64,52 @@ bool kn__conv_packed_supported(const kn_conv_geom *g) {
 }
 
 /* out[r][0..64) (+)= sum over nc channels and every tap of wb * x at xb + r * S: R outputs of
- * one row; acc: add to what out holds (the partial sums of earlier channels) */
+ * one row; acc: add to what out holds (the partial sums of earlier channels); pf: npf cache
+ * lines to prefetch, ppc per channel. K3: a 3x3 kernel, dilation 1 (the taps unrolled). */
 __attribute__((always_inline, target("avx512f"))) static inline void
 tile(const float *xb, const float *wb, const pgeom *d, int64_t nc, bool acc, float *out,
-     const char *pf, int64_t npf, const int R, const int S) {
+     const char *pf, int64_t npf, const int R, const int S, const bool K3) {
     __m512 a[RMAX][4];
 #pragma GCC unroll 6
     for (int r = 0; r < R; r++)
         for (int v = 0; v < 4; v++)
             a[r][v] = acc ? _mm512_load_ps(out + r * OCB + 16 * v) : _mm512_setzero_ps();
     const float *w = wb;
-    int64_t k = 0;
+    const int64_t ppc = (npf + nc - 1) / (nc ? nc : 1); /* prefetches per channel */
     for (int64_t c = 0; c < nc; c++) {
         const float *xc = xb + c * d->PS;
-        for (int64_t t = 0; t < d->taps; t++, w += OCB, k++) {
-            const float *s = xc + d->toff[t];
-            if (k < npf) _mm_prefetch(pf + 64 * k, _MM_HINT_T1);
-            __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16),
-                   w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);
-#pragma GCC unroll 6
-            for (int r = 0; r < R; r++) {
-                __m512 xv = _mm512_set1_ps(s[r * S]);
-                a[r][0] = _mm512_fmadd_ps(w0, xv, a[r][0]);
-                a[r][1] = _mm512_fmadd_ps(w1, xv, a[r][1]);
-                a[r][2] = _mm512_fmadd_ps(w2, xv, a[r][2]);
-                a[r][3] = _mm512_fmadd_ps(w3, xv, a[r][3]);
-            }
+        for (int64_t q = c * ppc; q < npf && q < (c + 1) * ppc; q++)
+            _mm_prefetch(pf + 64 * q, _MM_HINT_T1);
+#define STEP(src)                                                                                  \
+    do {                                                                                           \
+        const float *s_ = (src);                                                                   \
+        __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16),                              \
+               w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);                         \
+        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) {                                      \
+            __m512 xv = _mm512_set1_ps(s_[r * S]);                                                 \
+            a[r][0] = _mm512_fmadd_ps(w0, xv, a[r][0]);                                            \
+            a[r][1] = _mm512_fmadd_ps(w1, xv, a[r][1]);                                            \
+            a[r][2] = _mm512_fmadd_ps(w2, xv, a[r][2]);                                            \
+            a[r][3] = _mm512_fmadd_ps(w3, xv, a[r][3]);                                            \
+        }                                                                                          \
+        w += OCB;                                                                                  \
+    } while (0)
+        if (K3) {
+            const float *r0 = xc, *r1 = xc + d->Wp, *r2 = xc + 2 * d->Wp;
+            STEP(r0);
+            STEP(r0 + 1);
+            STEP(r0 + 2);
+            STEP(r1);
+            STEP(r1 + 1);
+            STEP(r1 + 2);
+            STEP(r2);
+            STEP(r2 + 1);
+            STEP(r2 + 2);
+        } else {
+            for (int64_t t = 0; t < d->taps; t++)
+                STEP(xc + d->toff[t]);
         }
+#undef STEP
     }
 #pragma GCC unroll 6
     for (int r = 0; r < R; r++)
@@ -99,16 +119,21 @@ tile(const float *xb, const float *wb, const pgeom *d, int64_t nc, bool acc, flo
 
 #define TILE_CASE(R)                                                                               \
     case R:                                                                                        \
-        if (S == 1)                                                                                \
-            tile(xb, wb, d, nc, acc, out, pf, npf, R, 1);                                                \
+        if (S == 1 && k3)                                                                          \
+            tile(xb, wb, d, nc, acc, out, pf, npf, R, 1, true);                                    \
+        else if (S == 1)                                                                           \
+            tile(xb, wb, d, nc, acc, out, pf, npf, R, 1, false);                                   \
+        else if (k3)                                                                               \
+            tile(xb, wb, d, nc, acc, out, pf, npf, R, 2, true);                                    \
         else                                                                                       \
-            tile(xb, wb, d, nc, acc, out, pf, npf, R, 2);                                                \
+            tile(xb, wb, d, nc, acc, out, pf, npf, R, 2, false);                                   \
         break;
 
 __attribute__((target("avx512f"))) static void tile_any(const float *xb, const float *wb,
                                                         const pgeom *d, int64_t nc, bool acc,
                                                         float *out, const char *pf, int64_t npf,
                                                         int R, int S) {
+    const bool k3 = d->KH == 3 && d->KW == 3 && d->dh == 1 && d->dw == 1;
     switch (R) {
         TILE_CASE(1)
         TILE_CASE(2)
@@ -143,31 +168,39 @@ __attribute__((target("avx512f"))) static void store(const float *buf, const flo
     }
 }
 
-/* Channels of block ob, output rows [r0, r1): channel chunks in order (the chunk's weights,
- * 64 x cc x taps floats, stay in L1 while every tile of the band uses them; partial sums wait in
- * buf, [position][64]), then bias, relu and the store, a contiguous run per channel row. */
-static void item(const float *xp, const float *wp, const float *bias, float *yn, const pgeom *d,
-                 int64_t ob, int64_t r0, int64_t r1, float *buf) {
-    const int64_t ntiles = (r1 - r0) * d->nseg;
+/* Channels of block ob, rows [v0, v1) of the group's images stacked (row v: image v / OH of
+ * the group, output row v % OH): channel chunks in order (the chunk's weights, 64 x cc x taps
+ * floats, stay in L1 while every tile of the band uses them, across images; partial sums wait in
+ * buf, [position][64]), then bias, relu and the store, a contiguous run per channel row and
+ * image. xps: the group's padded images, PS * C apart; y0: the group's first output image. */
+static void item(const float *xps, const float *wp, const float *bias, float *y0, const pgeom *d,
+                 int64_t ob, int64_t v0, int64_t v1, float *buf) {
+    const int64_t ntiles = (v1 - v0) * d->nseg, per = d->C * d->PS;
     for (int64_t c0 = 0; c0 < d->C; c0 += d->cc) {
         const int64_t nc = c0 + d->cc < d->C ? d->cc : d->C - c0;
         const float *wb = wp + (ob * d->K + c0 * d->taps) * OCB;
-        /* the next chunk's weights (or the next block's first), a slice per tile, into L2 */
+        /* the next chunk's weights, a slice per tile, into L2 */
         const char *next = (const char *)(wb + nc * d->taps * OCB);
         const int64_t nlines = (c0 + d->cc < d->C ? d->cc * d->taps : 0) * (OCB * 4 / 64);
         const int64_t slice = (nlines + ntiles - 1) / ntiles;
         int64_t i = 0;
-        for (int64_t oh = r0; oh < r1; oh++)
+        for (int64_t v = v0; v < v1; v++) {
+            const float *xr = xps + v / d->OH * per + c0 * d->PS + v % d->OH * d->sh * d->Wp;
             for (int64_t seg = 0; seg < d->nseg; seg++, i++) {
                 /* segments of nearly equal length <= RMAX covering the row */
                 const int64_t ow0 = seg * d->OW / d->nseg, ow1 = (seg + 1) * d->OW / d->nseg;
                 const int64_t npf = nlines - i * slice < slice ? nlines - i * slice : slice;
-                tile_any(xp + c0 * d->PS + oh * d->sh * d->Wp + ow0 * d->sw, wb, d, nc, c0 > 0,
-                         buf + ((oh - r0) * d->OW + ow0) * OCB, next + i * slice * 64,
-                         npf > 0 ? npf : 0, (int)(ow1 - ow0), (int)d->sw);
+                tile_any(xr + ow0 * d->sw, wb, d, nc, c0 > 0, buf + ((v - v0) * d->OW + ow0) * OCB,
+                         next + i * slice * 64, npf > 0 ? npf : 0, (int)(ow1 - ow0), (int)d->sw);
             }
+        }
     }
-    store(buf, bias, yn, d, ob, r0, (r1 - r0) * d->OW);
+    const int64_t ys = d->O * d->OH * d->OW;
+    for (int64_t v = v0; v < v1;) { /* one run per image */
+        int64_t n = v / d->OH, e = (n + 1) * d->OH < v1 ? (n + 1) * d->OH : v1;
+        store(buf + (v - v0) * d->OW * OCB, bias, y0 + n * ys, d, ob, v % d->OH, (e - v) * d->OW);
+        v = e;
+    }
 }
 
 /* zero-padded copy of one image: channel c at xp + c * PS, rows Wp apart */
@@ -181,22 +214,23 @@ static void pad_channel(const float *xn, float *xp, const pgeom *d, int64_t c) {
                    (size_t)wcopy * sizeof(float));
 }
 
-/* one image; nth > 1 splits its channels and work items over threads (batches smaller than
- * that); bufs: a band buffer per thread */
-static void image(const float *xn, const float *wp, const float *bias, float *yn, float *xp,
-                  float *bufs, const pgeom *d, int nth) {
-    const int64_t nband = (d->OH + d->band - 1) / d->band, items = d->OB * nband;
+/* images [n0, n0 + gn): padded copies (channels over the threads), then the work items (block
+ * ob, band of stacked rows) over the threads; bufs: a band buffer per thread */
+static void group(const float *x, const float *wp, const float *bias, float *y, float *xps,
+                  float *bufs, const pgeom *d, int64_t n0, int64_t gn, int nth) {
+    const int64_t rows = gn * d->OH, nband = (rows + d->band - 1) / d->band;
+    const int64_t items = d->OB * nband, xs = d->C * d->H * d->W, per = d->C * d->PS;
 #pragma omp parallel num_threads(nth) if (nth > 1)
     {
         float *buf = bufs + (size_t)omp_get_thread_num() * (size_t)(d->band * d->OW * OCB);
 #pragma omp for schedule(static)
-        for (int64_t c = 0; c < d->C; c++)
-            pad_channel(xn, xp, d, c);
+        for (int64_t q = 0; q < gn * d->C; q++)
+            pad_channel(x + (n0 + q / d->C) * xs, xps + q / d->C * per, d, q % d->C);
         /* block-major: a thread's consecutive items share a weight block */
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; it++) {
-            int64_t r0 = it % nband * d->band, r1 = r0 + d->band < d->OH ? r0 + d->band : d->OH;
-            item(xp, wp, bias, yn, d, it / nband, r0, r1, buf);
+            int64_t v0 = it % nband * d->band, v1 = v0 + d->band < rows ? v0 + d->band : rows;
+            item(xps, wp, bias, y + n0 * d->O * d->OH * d->OW, d, it / nband, v0, v1, buf);
         }
     }
 }
@@ -229,11 +263,13 @@ bool kn__conv_packed_fwd(const float *x, const float *wp, const float *b, float 
     d->cc = CHUNK_K / d->taps > 1 ? CHUNK_K / d->taps : 1;
     d->band = BAND_P / d->OW > 1 ? BAND_P / d->OW : 1;
     const int nth = kn__threads();
-    const bool per_image = g->N >= nth;
+    /* images per group: their padded copies within GROUP_BYTES, so that a band's rows from
+     * several images share each chunk of weights (ResNet's 7x7 layers at batch 64) */
     const size_t per = (size_t)(d->C * d->PS), bufn = (size_t)(d->band * d->OW * OCB);
+    int64_t gn = (int64_t)(GROUP_BYTES / (per * sizeof(float) + 1));
+    gn = gn < 1 ? 1 : gn > g->N ? g->N : gn;
     float *scr = g->N > 0 && (double)d->C * (double)d->PS < 1e9
-                     ? kn__scratch_get(((per_image ? per : 0) + bufn) * (size_t)nth * sizeof(float) +
-                                       per * sizeof(float) + 64)
+                     ? kn__scratch_get((bufn * (size_t)nth + per * (size_t)gn) * sizeof(float) + 64)
                      : NULL;
     if (!scr) {
         kn_clear_error();
@@ -242,18 +278,8 @@ bool kn__conv_packed_fwd(const float *x, const float *wp, const float *b, float 
     }
     float *bufs = (float *)(((uintptr_t)scr + 63) & ~(uintptr_t)63); /* nth band buffers */
     float *xps = bufs + bufn * (size_t)nth;                           /* padded images */
-    const int64_t xs = d->C * d->H * d->W, ys = d->O * d->OH * d->OW;
-    if (per_image) {
-#pragma omp parallel for num_threads(nth) schedule(static)
-        for (int64_t n = 0; n < g->N; n++) {
-            int t = omp_get_thread_num();
-            image(x + n * xs, wp, b, y + n * ys, xps + per * (size_t)t, bufs + bufn * (size_t)t, d,
-                  1);
-        }
-    } else {
-        for (int64_t n = 0; n < g->N; n++)
-            image(x + n * xs, wp, b, y + n * ys, xps, bufs, d, nth);
-    }
+    for (int64_t n0 = 0; n0 < g->N; n0 += gn)
+        group(x, wp, b, y, xps, bufs, d, n0, n0 + gn < g->N ? gn : g->N - n0, nth);
     kn__scratch_put(scr);
     kn__scratch_put(d);
     return true;
