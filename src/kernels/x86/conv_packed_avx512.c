@@ -38,6 +38,9 @@
 typedef struct {
     int64_t C, H, W, O, OH, OW, KH, KW, sh, sw, dh, dw, pt, pl, Hp, Wp, PS, K, OB, nseg;
     int64_t cc;   /* input channels per chunk */
+    bool inplace; /* no padding needed: the kernel reads the input itself (Hp = H, Wp = W) */
+    int64_t sub_h, sub_w; /* > 0: a strided 1x1 layer; its copy keeps only every sub_h-th row and
+                             sub_w-th column, and the kernel runs it at stride 1 */
     int64_t band; /* output rows per work item */
     bool relu;
     int64_t taps;
@@ -65,10 +68,11 @@ bool kn__conv_packed_supported(const kn_conv_geom *g) {
 
 /* out[r][0..64) (+)= sum over nc channels and every tap of wb * x at xb + r * S: R outputs of
  * one row; acc: add to what out holds (the partial sums of earlier channels); pf: npf cache
- * lines to prefetch, ppc per channel. K3: a 3x3 kernel, dilation 1 (the taps unrolled). */
+ * lines to prefetch, ppc per channel. KWU == 3: a 3x3 kernel with dilation 1 (the nine taps
+ * unrolled, immediate offsets); 0: any kernel, taps from the offset table. */
 __attribute__((always_inline, target("avx512f"))) static inline void
 tile(const float *xb, const float *wb, const pgeom *d, int64_t nc, bool acc, float *out,
-     const char *pf, int64_t npf, const int R, const int S, const bool K3) {
+     const char *pf, int64_t npf, const int R, const int S, const int KWU) {
     __m512 a[RMAX][4];
 #pragma GCC unroll 6
     for (int r = 0; r < R; r++)
@@ -94,7 +98,7 @@ tile(const float *xb, const float *wb, const pgeom *d, int64_t nc, bool acc, flo
         }                                                                                          \
         w += OCB;                                                                                  \
     } while (0)
-        if (K3) {
+        if (KWU == 3) { /* 3x3, dilation 1: the nine taps unrolled */
             const float *r0 = xc, *r1 = xc + d->Wp, *r2 = xc + 2 * d->Wp;
             STEP(r0);
             STEP(r0 + 1);
@@ -117,18 +121,21 @@ tile(const float *xb, const float *wb, const pgeom *d, int64_t nc, bool acc, flo
             _mm512_store_ps(out + r * OCB + 16 * v, a[r][v]);
 }
 
+#define TILE_KW(R, S)                                                                              \
+    if (k3)                                                                                        \
+        tile(xb, wb, d, nc, acc, out, pf, npf, R, S, 3);                                           \
+    else                                                                                           \
+        tile(xb, wb, d, nc, acc, out, pf, npf, R, S, 0);
 #define TILE_CASE(R)                                                                               \
     case R:                                                                                        \
-        if (S == 1 && k3)                                                                          \
-            tile(xb, wb, d, nc, acc, out, pf, npf, R, 1, true);                                    \
-        else if (S == 1)                                                                           \
-            tile(xb, wb, d, nc, acc, out, pf, npf, R, 1, false);                                   \
-        else if (k3)                                                                               \
-            tile(xb, wb, d, nc, acc, out, pf, npf, R, 2, true);                                    \
-        else                                                                                       \
-            tile(xb, wb, d, nc, acc, out, pf, npf, R, 2, false);                                   \
+        if (S == 1) {                                                                              \
+            TILE_KW(R, 1)                                                                          \
+        } else {                                                                                   \
+            TILE_KW(R, 2)                                                                          \
+        }                                                                                          \
         break;
 
+/* one tile of R outputs at stride S (3x3 kernels unrolled; a 7-wide unroll measured slower) */
 __attribute__((target("avx512f"))) static void tile_any(const float *xb, const float *wb,
                                                         const pgeom *d, int64_t nc, bool acc,
                                                         float *out, const char *pf, int64_t npf,
@@ -203,14 +210,22 @@ static void item(const float *xps, const float *wp, const float *bias, float *y0
     }
 }
 
-/* zero-padded copy of one image: channel c at xp + c * PS, rows Wp apart */
+/* zero-padded copy of one image: channel c at xp + c * PS, rows Wp apart; for a strided 1x1
+ * layer, the input pixels it reads, packed (OH x OW) */
 static void pad_channel(const float *xn, float *xp, const pgeom *d, int64_t c) {
     float *dst = xp + c * d->PS;
+    const float *src = xn + c * d->H * d->W;
+    if (d->sub_h) {
+        for (int64_t oh = 0; oh < d->OH; oh++)
+            for (int64_t ow = 0; ow < d->OW; ow++)
+                dst[oh * d->OW + ow] = src[oh * d->sub_h * d->W + ow * d->sub_w];
+        return;
+    }
     memset(dst, 0, (size_t)d->PS * sizeof(float));
     const int64_t wcopy = d->W < d->Wp - d->pl ? d->W : d->Wp - d->pl;
     for (int64_t h = 0; h < d->H && h + d->pt < d->Hp; h++)
         if (wcopy > 0)
-            memcpy(dst + (h + d->pt) * d->Wp + d->pl, xn + (c * d->H + h) * d->W,
+            memcpy(dst + (h + d->pt) * d->Wp + d->pl, src + h * d->W,
                    (size_t)wcopy * sizeof(float));
 }
 
@@ -220,17 +235,20 @@ static void group(const float *x, const float *wp, const float *bias, float *y, 
                   float *bufs, const pgeom *d, int64_t n0, int64_t gn, int nth) {
     const int64_t rows = gn * d->OH, nband = (rows + d->band - 1) / d->band;
     const int64_t items = d->OB * nband, xs = d->C * d->H * d->W, per = d->C * d->PS;
+    const float *xg = d->inplace ? x + n0 * xs : xps;
 #pragma omp parallel num_threads(nth) if (nth > 1)
     {
         float *buf = bufs + (size_t)omp_get_thread_num() * (size_t)(d->band * d->OW * OCB);
+        if (!d->inplace) {
 #pragma omp for schedule(static)
-        for (int64_t q = 0; q < gn * d->C; q++)
-            pad_channel(x + (n0 + q / d->C) * xs, xps + q / d->C * per, d, q % d->C);
+            for (int64_t q = 0; q < gn * d->C; q++)
+                pad_channel(x + (n0 + q / d->C) * xs, xps + q / d->C * per, d, q % d->C);
+        }
         /* block-major: a thread's consecutive items share a weight block */
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; it++) {
             int64_t v0 = it % nband * d->band, v1 = v0 + d->band < rows ? v0 + d->band : rows;
-            item(xps, wp, bias, y + n0 * d->O * d->OH * d->OW, d, it / nband, v0, v1, buf);
+            item(xg, wp, bias, y + n0 * d->O * d->OH * d->OW, d, it / nband, v0, v1, buf);
         }
     }
 }
@@ -248,6 +266,21 @@ bool kn__conv_packed_fwd(const float *x, const float *wp, const float *b, float 
                  .pt = g->pt, .pl = g->pl, .relu = g->relu};
     d->Hp = (d->OH - 1) * d->sh + (d->KH - 1) * d->dh + 1;
     d->Wp = (d->OW - 1) * d->sw + (d->KW - 1) * d->dw + 1;
+    /* without top/left padding and inside the image (1x1 layers): no padded copy */
+    d->inplace = d->pt == 0 && d->pl == 0 && d->Hp <= d->H && d->Wp <= d->W;
+    if (d->inplace && d->KH == 1 && d->KW == 1 && (d->sh > 1 || d->sw > 1)) {
+        /* strided 1x1 (ResNet's downsampling): a packed copy of the pixels it reads, run at
+         * stride 1, so consecutive outputs share input cache lines */
+        d->inplace = false;
+        d->sub_h = d->sh;
+        d->sub_w = d->sw;
+        d->sh = d->sw = 1;
+        d->Hp = d->OH;
+        d->Wp = d->OW;
+    } else if (d->inplace) {
+        d->Hp = d->H;
+        d->Wp = d->W;
+    }
     d->PS = d->Hp * d->Wp;
     if ((double)d->Hp * (double)d->Wp >= 2147483647.0) { /* tap offsets are 32-bit */
         kn__scratch_put(d);
@@ -269,7 +302,9 @@ bool kn__conv_packed_fwd(const float *x, const float *wp, const float *b, float 
     int64_t gn = (int64_t)(GROUP_BYTES / (per * sizeof(float) + 1));
     gn = gn < 1 ? 1 : gn > g->N ? g->N : gn;
     float *scr = g->N > 0 && (double)d->C * (double)d->PS < 1e9
-                     ? kn__scratch_get((bufn * (size_t)nth + per * (size_t)gn) * sizeof(float) + 64)
+                     ? kn__scratch_get((bufn * (size_t)nth + (d->inplace ? 0 : per * (size_t)gn)) *
+                                           sizeof(float) +
+                                       64)
                      : NULL;
     if (!scr) {
         kn_clear_error();
