@@ -206,15 +206,28 @@ static void test_conv2d_packed(void) {
                 conv_attrs(&a, c);
                 kn_attrs_set_ints(&a, "weight_shape", (int64_t[]){c->O, c->C, c->KH, c->KW}, 4);
                 kn_attrs_set_int(&a, "relu", relu);
-                kn_tensor *in[3] = {x, wp, b}, *cin[3] = {x, w, b};
+                kn_tensor *in[4] = {x, wp, b}, *cin[3] = {x, w, b};
+                /* with relu: also a residual (added after the bias, before the relu) */
+                kn_tensor *res = NULL;
+                if (relu) {
+                    kn_attrs ca = {0};
+                    conv_attrs(&ca, c);
+                    kn_tensor *y0 = run_op("conv2d", cin, 2, &ca, true);
+                    KT_NOTNULL(y0);
+                    res = kn_randn(KN_F32, 4, kn_tensor_shape(y0));
+                    in[nin] = res;
+                    kn_attrs_set_int(&a, "residual", 1);
+                }
+                const int nall = nin + (res != NULL);
                 kn_set_num_threads(1);
-                kn_tensor *y1 = run_op("conv2d_packed", in, nin, &a, false);
+                kn_tensor *y1 = run_op("conv2d_packed", in, nall, &a, false);
                 kn_set_num_threads(2);
-                kn_tensor *y2 = run_op("conv2d_packed", in, nin, &a, false);
-                kn_tensor *yr = run_op("conv2d_packed", in, nin, &a, true);
+                kn_tensor *y2 = run_op("conv2d_packed", in, nall, &a, false);
+                kn_tensor *yr = run_op("conv2d_packed", in, nall, &a, true);
                 kn_attrs ca = {0};
                 conv_attrs(&ca, c);
                 kn_tensor *yc = run_op("conv2d", cin, nin, &ca, true);
+                if (res) yc = kn_add(yc, res);
                 if (relu) yc = kn_relu(yc);
                 KT_NOTNULL(y1);
                 KT_NOTNULL(yc);
@@ -233,6 +246,12 @@ static void test_conv2d_packed(void) {
     KT_ERR(KN_ESHAPE, run_op("conv2d_packed", in, 2, &a, false), "does not hold");
     kn_attrs_set_ints(&a, "weight_shape", (int64_t[]){64, 3, 3, 3}, 4);
     KT_ERR(KN_ESHAPE, run_op("conv2d_packed", in, 2, &a, false), "channels");
+    /* a residual of the wrong shape */
+    int64_t size = kn__conv_packed_size(64, 4, 3, 3);
+    kn_tensor *in3[3] = {x, kn_zeros(KN_F32, 1, &size), kn_zeros(KN_F32, 4, (int64_t[]){1, 64, 3, 4})};
+    kn_attrs_set_ints(&a, "weight_shape", (int64_t[]){64, 4, 3, 3}, 4);
+    kn_attrs_set_int(&a, "residual", 1);
+    KT_ERR(KN_ESHAPE, run_op("conv2d_packed", in3, 3, &a, false), "residual");
 }
 
 /* non-contiguous inputs give the same results as their contiguous copies */

@@ -228,6 +228,61 @@ static void test_prepack_conv(void) {
     kn_scope_end(s);
 }
 
+/* two residual blocks: a projection shortcut computed after the main branch's second conv (the
+ * pass moves it first) ending in relu, then an identity shortcut without relu */
+static int res_blocks(void *user, kn_tensor *const *in, int nin, kn_tensor **out, int max_out) {
+    kn_tensor **w = user;
+    kn_conv_opts p1 = {.padding = {1, 1}};
+    kn_tensor *h = kn_relu(kn_conv2d(in[0], w[0], w[1], &p1));
+    kn_tensor *h2 = kn_conv2d(h, w[2], w[3], &p1);
+    kn_tensor *sc = kn_conv2d(in[0], w[4], NULL, NULL);
+    kn_tensor *y = kn_relu(kn_add(h2, sc));
+    out[0] = kn_add(kn_conv2d(y, w[5], NULL, &p1), y);
+    return 1;
+}
+
+/* the residual pass: both blocks' add (and relu) run inside the packed conv; the same bits as
+ * with the pass off, eager within the conv tolerance, any batch */
+static void test_residual_fusion(void) {
+    kn_scope s = kn_scope_begin();
+    kn_manual_seed(9);
+    kn_tensor *w[6] = {kn_mul_scalar(kn_randn(KN_F32, 4, (int64_t[]){32, 16, 3, 3}), 0.1),
+                       kn_randn(KN_F32, 1, (int64_t[]){32}),
+                       kn_mul_scalar(kn_randn(KN_F32, 4, (int64_t[]){32, 32, 3, 3}), 0.1),
+                       kn_randn(KN_F32, 1, (int64_t[]){32}),
+                       kn_mul_scalar(kn_randn(KN_F32, 4, (int64_t[]){32, 16, 1, 1}), 0.1),
+                       kn_mul_scalar(kn_randn(KN_F32, 4, (int64_t[]){32, 32, 3, 3}), 0.1)};
+    int64_t shape[4] = {2, 16, 10, 11};
+    kn_tensor *x = kn_randn(KN_F32, 4, shape);
+    kn_graph *g = kn_trace(res_blocks, w, &x, 1, NULL);
+    KT_NOTNULL(g);
+    kn_graph *ref = kn_trace(res_blocks, w, &x, 1, NULL);
+    KT_NOTNULL(ref);
+    KT_OK(kn_graph_compile(g, &(kn_compile_opts){.freeze = true}));
+    KT_OK(kn_graph_compile(ref, &(kn_compile_opts){.freeze = true, .disable = KN_PASS_RESIDUAL}));
+    char buf[8192] = "";
+    FILE *f = fmemopen(buf, sizeof buf - 1, "w");
+    KT_OK(kn_graph_print(g, f, false, 0));
+    fclose(f);
+    if (kn__has_avx512f()) {
+        KT_TRUE(strstr(buf, "  add ") == NULL);  /* both adds folded */
+        KT_TRUE(strstr(buf, "  relu ") == NULL); /* and the block's relus */
+    }
+    int64_t batches[3] = {1, 2, 3};
+    for (int i = 0; i < 3; i++) {
+        shape[0] = batches[i];
+        kn_tensor *xi = kn_randn(KN_F32, 4, shape), *y = NULL, *yr = NULL, *ye = NULL;
+        KT_EQ_INT(1, kn_graph_run(g, &xi, 1, &y, 1));
+        KT_EQ_INT(1, kn_graph_run(ref, &xi, 1, &yr, 1));
+        KT_TRUE(same_bits(y, yr));
+        KT_EQ_INT(1, res_blocks(w, &xi, 1, &ye, 1));
+        KT_CLOSE(y, ye, 1e-4, 1e-4);
+    }
+    kn_graph_free(g);
+    kn_graph_free(ref);
+    kn_scope_end(s);
+}
+
 /* two independent GEMMs too small to gain from a second thread each: the plan runs them side
  * by side (interop.c); bit-identical to eager with the pass on, off, and on one thread */
 static int two_gemms(void *user, kn_tensor *const *in, int nin, kn_tensor **out, int max_out) {
@@ -824,6 +879,7 @@ int main(void) {
     KT_RUN(test_conv_bn_fold);
     KT_RUN(test_prepack);
     KT_RUN(test_prepack_conv);
+    KT_RUN(test_residual_fusion);
     KT_RUN(test_bad_inputs);
     KT_RUN(test_plan_cache_bounded);
     KT_RUN(test_profile);

@@ -131,6 +131,7 @@ kn_status kn__g_fold(kn_graph *g, bool freeze);
 kn_status kn__g_simplify(kn_graph *g);
 kn_status kn__g_conv_bn(kn_graph *g);
 kn_status kn__g_prepack(kn_graph *g);
+kn_status kn__g_fuse_residuals(kn_graph *g);
 kn_status kn__g_fuse(kn_graph *g, bool epilogue);
 kn_status kn__g_early_updates(kn_graph *g);
 kn_status kn__g_fuse_updates(kn_graph *g);

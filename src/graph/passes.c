@@ -395,6 +395,82 @@ static int prepack_conv(kn_graph *g, int i) {
     return kn_attrs_set_ints(&n->attrs, "weight_shape", ws, 4) == KN_OK ? 1 : -1;
 }
 
+/* the only node reading value v (-1: none, several, or v is a graph output) */
+static int only_reader(const kn_graph *g, int v) {
+    if (kn__g_is_output(g, v)) return -1;
+    int r = -1;
+    for (int i = 0; i < g->nnodes; i++)
+        for (int j = 0; !g->nodes[i].dead && j < g->nodes[i].nin; j++)
+            if (g->nodes[i].in[j] == v) {
+                if (r >= 0 && r != i) return -1;
+                r = i;
+            }
+    return r;
+}
+
+/* Moves node p to position i < p (nodes i..p-1 shift down one); values follow. Valid when p
+ * reads nothing defined at or after i. */
+static void move_node(kn_graph *g, int p, int i) {
+    kn_gnode moved = g->nodes[p];
+    memmove(&g->nodes[i + 1], &g->nodes[i], sizeof *g->nodes * (size_t)(p - i));
+    g->nodes[i] = moved;
+    for (int k = i; k <= p; k++)
+        for (int o = 0; o < g->nodes[k].nout; o++)
+            g->vals[g->nodes[k].out[o]].node = k;
+}
+
+/* ---- residual epilogue: relu(add(conv2d_packed(x), r)) -> conv2d_packed(x, ..., r) ----
+ * A ResNet block ends in add(conv(...), shortcut) and a relu. When the conv's output has no
+ * other reader, the add (and a relu that is its only reader) run inside the conv's store: attr
+ * "residual" with r as its last input, "relu" applied after the add. The same float operations
+ * in the same order as the separate nodes: the same bits, one pass over the activation less.
+ * The shortcut must exist before the conv runs: a shortcut node computed after the conv (the
+ * downsampling conv) is moved before it when it reads nothing the conv precedes. */
+kn_status kn__g_fuse_residuals(kn_graph *g) {
+    for (int i = 0; i < g->nnodes; i++) {
+        kn_gnode *n = &g->nodes[i];
+        if (n->dead || n->op != &kn__op_conv2d_packed || kn__attr_int(&n->attrs, "relu", 0) ||
+            kn__attr_int(&n->attrs, "residual", 0) || n->epilogue_of >= 0)
+            continue;
+        const int v = n->out[0], j = only_reader(g, v);
+        if (j < 0 || !is_op(&g->nodes[j], "add") || g->nodes[j].nin != 2) continue;
+        const kn_gnode *a = &g->nodes[j];
+        const int r = a->in[0] == v ? a->in[1] : a->in[0];
+        const kn_gval *vr = &g->vals[r], *vv = &g->vals[v], *va = &g->vals[a->out[0]];
+        if (r == v || vr->dtype != KN_F32 || vr->ndim != 4 || vr->sym != vv->sym ||
+            memcmp(vr->shape, vv->shape, sizeof vv->shape) || va->dtype != KN_F32)
+            continue;
+        if (vr->kind == GV_NODE && vr->node > i) { /* the shortcut comes later: move it first */
+            const kn_gnode *p = &g->nodes[vr->node];
+            bool ok = !pinned(p) && p->op && !(p->op->flags & KN_OPF_VIEW) && p->nout == 1;
+            for (int k = 0; ok && k < p->nin; k++)
+                ok = g->vals[p->in[k]].kind != GV_NODE || g->vals[p->in[k]].node < i;
+            if (!ok) continue;
+            move_node(g, vr->node, i);
+            i++; /* the conv moved down one */
+            n = &g->nodes[i];
+        }
+        const int j2 = only_reader(g, v); /* the add, wherever it is now */
+        int out = g->nodes[j2].out[0], k = only_reader(g, out);
+        bool relu = k >= 0 && is_op(&g->nodes[k], "relu") &&
+                    g->vals[g->nodes[k].out[0]].dtype == KN_F32;
+        int *in = kn__realloc(n->in, sizeof(int) * (size_t)(n->nin + 1));
+        if (!in) return kn_last_status();
+        n->in = in;
+        n->in[n->nin++] = r;
+        if (kn_attrs_set_int(&n->attrs, "residual", 1) ||
+            (relu && kn_attrs_set_int(&n->attrs, "relu", 1)))
+            return kn_last_status();
+        g->nodes[j2].dead = true;
+        kn__g_replace(g, out, v);
+        if (relu) {
+            g->nodes[k].dead = true;
+            kn__g_replace(g, g->nodes[k].out[0], v);
+        }
+    }
+    return kn__g_compact(g);
+}
+
 kn_status kn__g_prepack(kn_graph *g) {
     kn_status st = KN_OK;
     for (int i = 0; i < g->nnodes && st == KN_OK; i++) {
@@ -634,6 +710,7 @@ static unsigned env_disabled(void) {
                  {"early_upd", KN_PASS_EARLY_UPDATE},
                  {"upd_gemm", KN_PASS_UPDATE_FUSE},
                  {"prepack", KN_PASS_PREPACK},
+                 {"residual", KN_PASS_RESIDUAL},
                  {"interop", KN_PASS_INTEROP},
                  {"all", KN_PASS_ALL}};
     const char *e = getenv("KILN_GRAPH_DISABLE");
@@ -666,6 +743,7 @@ kn_status kn_graph_compile(kn_graph *g, const kn_compile_opts *opts) {
         {KN_PASS_CSE, "cse"},
         {KN_PASS_DCE, "dce"},
         {KN_PASS_PREPACK, "prepack"},
+        {KN_PASS_RESIDUAL, "residual"},
         {KN_PASS_FUSE, "fuse"},
         {KN_PASS_EARLY_UPDATE, "early_upd"},
         {KN_PASS_UPDATE_FUSE, "upd_gemm"},
@@ -688,6 +766,7 @@ kn_status kn_graph_compile(kn_graph *g, const kn_compile_opts *opts) {
         case KN_PASS_EARLY_UPDATE: st = kn__g_early_updates(g); break;
         case KN_PASS_UPDATE_FUSE: st = kn__g_fuse_updates(g); break;
         case KN_PASS_PREPACK: st = o.freeze ? kn__g_prepack(g) : KN_OK; break;
+        case KN_PASS_RESIDUAL: st = o.freeze ? kn__g_fuse_residuals(g) : KN_OK; break;
         }
         if (st) return st;
         int groups = 0;

@@ -120,12 +120,13 @@ bool kn__conv_b16_bwd_weight(const float *x, const float *gy, float *gw, const k
 /* Convolution with weights packed ahead of time, output channels in vector lanes
  * (x86/conv_packed_avx512.c), for frozen graphs: groups 1, any stride up to 2 horizontally,
  * dilation and padding. kn__conv_pack_w packs w (O, C, KH, KW) into kn__conv_packed_size floats;
- * kn__conv_packed_fwd: y = conv(x, w) + b (b may be NULL), g->relu applied; false: not applicable
+ * kn__conv_packed_fwd: y = conv(x, w) + b + res (b, res may be NULL; res has y's shape), then
+ * g->relu applied; false: not applicable
  * (no AVX-512, geometry) or out of scratch memory, nothing done. */
 int64_t kn__conv_packed_size(int64_t O, int64_t C, int64_t KH, int64_t KW);
 void kn__conv_pack_w(const float *w, int64_t O, int64_t C, int64_t KH, int64_t KW, float *wp);
 bool kn__conv_packed_supported(const kn_conv_geom *g);
-bool kn__conv_packed_fwd(const float *x, const float *wp, const float *b, float *y,
-                         const kn_conv_geom *g);
+bool kn__conv_packed_fwd(const float *x, const float *wp, const float *b, const float *res,
+                         float *y, const kn_conv_geom *g);
 
 #endif

@@ -837,9 +837,10 @@ static const kn_opdef op_conv2d_bwd_weight = {
 /* ---------------------------------------------------------------- conv2d_packed
  * conv2d with its weight packed ahead of time for the output-channel-vectorised kernel
  * (x86/conv_packed_avx512.c): what the graph compiler's prepack pass turns a frozen graph's f32
- * conv2d (groups 1) into. Inputs x (N, C, H, W), wp (the packed weight, 1-D), b (O) optional;
- * attrs: the conv's stride, pads, dilation and relu, and "weight_shape" (O, C, KH, KW).
- * Inference only (no backward). */
+ * conv2d (groups 1) into. Inputs x (N, C, H, W), wp (the packed weight, 1-D), b (O) optional,
+ * then with attr "residual" a tensor of the output's shape added after the bias (the pass folds
+ * a ResNet block's `add` into the conv that feeds it); attrs: the conv's stride, pads, dilation,
+ * "weight_shape" (O, C, KH, KW) and "relu", applied last. Inference only (no backward). */
 static kn_status packed_params(const kn_opctx *c, conv_params *p, int64_t ws[4]) {
     kn_status st = conv_params_read("conv2d_packed", c->attrs, p);
     if (st != KN_OK) return st;
@@ -869,21 +870,30 @@ static kn_status packed_infer(kn_opctx *c) {
                                   "%lld, %lld)",
                        kn__shape_str(s1, sizeof s1, wp->ndim, wp->shape), (long long)ws[0],
                        (long long)ws[1], (long long)ws[2], (long long)ws[3]);
-    if (c->nin == 3 && (st = check_bias("conv2d_packed", c->in[2], ws[0])) != KN_OK) return st;
+    const int res = kn__attr_int(c->attrs, "residual", 0) != 0;
+    if (c->nin - res < 2)
+        return kn__err(KN_EINVAL, "conv2d_packed: attribute residual needs a residual input");
+    if (c->nin - res == 3 && (st = check_bias("conv2d_packed", c->in[2], ws[0])) != KN_OK)
+        return st;
     OH = conv_out_len(x->shape[2], ws[2], p.s[0], p.p[0], p.p[2], p.d[0]);
     OW = conv_out_len(x->shape[3], ws[3], p.s[1], p.p[1], p.p[3], p.d[1]);
     if (OH < 1 || OW < 1)
         return kn__err(KN_ESHAPE, "conv2d_packed: input %s padded is smaller than the kernel",
                        kn__shape_str(s1, sizeof s1, 4, x->shape));
     int64_t shape[4] = {x->shape[0], ws[0], OH, OW};
+    const kn_tensor *r = res ? c->in[c->nin - 1] : NULL;
+    if (r && (r->ndim != 4 || memcmp(r->shape, shape, sizeof shape) != 0))
+        return kn__err(KN_ESHAPE, "conv2d_packed: residual %s is not of the output's shape",
+                       kn__shape_str(s1, sizeof s1, r->ndim, r->shape));
     c->out_ndim[0] = 4;
     memcpy(c->out_shape[0], shape, sizeof shape);
     c->out_dtype[0] = x->dtype;
     return kn__check_shape("conv2d_packed", 4, shape, x->dtype);
 }
 
-/* reference: per output 0, + w * x over (c, kh, kw) ascending inside the input, + bias, relu */
-static void packed_ref(const float *x, const float *wp, const float *b, float *y,
+/* reference: per output 0, + w * x over (c, kh, kw) ascending inside the input, + bias,
+ * + residual (res may be NULL), relu */
+static void packed_ref(const float *x, const float *wp, const float *b, const float *res, float *y,
                        const kn_conv_geom *g) {
     const int64_t K = g->C * g->KH * g->KW;
     for (int64_t n = 0; n < g->N; n++)
@@ -901,9 +911,10 @@ static void packed_ref(const float *x, const float *wp, const float *b, float *y
                                 acc = fmaf(wo[((ci * g->KH + kh) * g->KW + kw) * 64],
                                            x[((n * g->C + ci) * g->H + h) * g->W + w], acc);
                             }
+                    const int64_t at = ((n * g->O + o) * g->OH + oh) * g->OW + ow;
                     float v = acc + (b ? b[o] : 0.0f);
-                    y[((n * g->O + o) * g->OH + oh) * g->OW + ow] =
-                        !g->relu ? v : v > 0 ? v : (v != v ? v : 0.0f);
+                    if (res) v += res[at];
+                    y[at] = !g->relu ? v : v > 0 ? v : (v != v ? v : 0.0f);
                 }
         }
 }
@@ -913,16 +924,25 @@ static kn_status packed_run(kn_opctx *c, bool ref) {
     int64_t ws[4];
     kn_status st = packed_params(c, &p, ws);
     if (st != KN_OK) return st;
-    kn_tensor *t[3];
-    if ((st = contig_inputs(c, t)) != KN_OK) return st;
+    const bool res = kn__attr_int(c->attrs, "residual", 0) != 0;
+    kn_opctx cc = *c; /* inputs without the residual: x, wp, bias */
+    cc.nin = c->nin - res;
+    kn_tensor *t[3], *r = NULL;
+    if ((st = contig_inputs(&cc, t)) != KN_OK) return st;
+    if (res && !(r = kn__contig(c->in[c->nin - 1]))) {
+        free3(t);
+        return kn_last_status();
+    }
     kn_tensor *y = c->out[0];
     kn_conv_geom g = make_geom(t[0], ws[0], ws[2], ws[3], y->shape[2], y->shape[3], &p);
     g.relu = kn__attr_int(c->attrs, "relu", 0) != 0;
     const float *x = (const float *)kn__ptr(t[0]), *wp = (const float *)kn__ptr(t[1]);
     const float *b = t[2] ? (const float *)kn__ptr(t[2]) : NULL;
+    const float *pr = r ? (const float *)kn__ptr(r) : NULL;
     float *py = (float *)kn__ptr(y);
-    if (ref || !kn__conv_packed_fwd(x, wp, b, py, &g)) packed_ref(x, wp, b, py, &g);
+    if (ref || !kn__conv_packed_fwd(x, wp, b, pr, py, &g)) packed_ref(x, wp, b, pr, py, &g);
     free3(t);
+    kn_tensor_free(r);
     return KN_OK;
 }
 
@@ -936,7 +956,7 @@ static kn_status packed_forward_ref(kn_opctx *c) {
 const kn_opdef kn__op_conv2d_packed = {
     .name = "conv2d_packed",
     .min_in = 2,
-    .max_in = 3,
+    .max_in = 4,
     .nout = 1,
     .dtypes = KN_DT(KN_F32),
     .flags = KN_OPF_INTERNAL,
@@ -944,7 +964,7 @@ const kn_opdef kn__op_conv2d_packed = {
     .forward = packed_forward,
     .forward_ref = packed_forward_ref,
     .doc = "conv2d with a weight packed by the prepack pass (frozen graphs); attrs stride, pads, "
-           "dilation, relu, weight_shape",
+           "dilation, weight_shape, residual (the last input is added after the bias), relu (last)",
 };
 
 /* ---------------------------------------------------------------- conv_transpose2d */

@@ -16,7 +16,7 @@
  * Packed layout: [O/64 blocks][C][KH][KW][64], zeros for channels >= O.
  *
  * Numerics: each output is 0, then + w * x for (c, kh, kw) ascending with fused multiply-adds
- * (padding included as zeros), then + bias, then relu if asked: the order of conv_avx512.c's
+ * (padding included as zeros), then + bias, then + the residual if given, then relu if asked: the order of conv_avx512.c's
  * kernel, so stride-1 results equal it bit for bit, and another order than im2col + GEMM (within
  * the conv tolerance). One thread computes each output: results do not depend on the thread count.
  */
@@ -97,6 +97,7 @@ tile(const float *xb, const float *wb, const pgeom *d, int64_t nc, bool acc, flo
             a[r][3] = _mm512_fmadd_ps(w3, xv, a[r][3]);                                            \
         }                                                                                          \
         w += OCB;                                                                                  \
+        __asm__ volatile("" ::: "memory"); /* gcc interleaving steps spills accumulators */        \
     } while (0)
         if (KWU == 3) { /* 3x3, dilation 1: the nine taps unrolled */
             const float *r0 = xc, *r1 = xc + d->Wp, *r2 = xc + 2 * d->Wp;
@@ -121,42 +122,41 @@ tile(const float *xb, const float *wb, const pgeom *d, int64_t nc, bool acc, flo
             _mm512_store_ps(out + r * OCB + 16 * v, a[r][v]);
 }
 
-#define TILE_KW(R, S)                                                                              \
-    if (k3)                                                                                        \
-        tile(xb, wb, d, nc, acc, out, pf, npf, R, S, 3);                                           \
-    else                                                                                           \
-        tile(xb, wb, d, nc, acc, out, pf, npf, R, S, 0);
-#define TILE_CASE(R)                                                                               \
-    case R:                                                                                        \
-        if (S == 1) {                                                                              \
-            TILE_KW(R, 1)                                                                          \
-        } else {                                                                                   \
-            TILE_KW(R, 2)                                                                          \
-        }                                                                                          \
-        break;
+/* one function per (R, S, 3x3 or not), each register-allocated on its own */
+typedef void (*tile_fn)(const float *, const float *, const pgeom *, int64_t, bool, float *,
+                        const char *, int64_t);
+#define TILE_FN(R, S, K)                                                                           \
+    __attribute__((noinline, target("avx512f"))) static void tile_##R##_##S##_##K(                 \
+        const float *xb, const float *wb, const pgeom *d, int64_t nc, bool acc, float *out,        \
+        const char *pf, int64_t npf) {                                                             \
+        tile(xb, wb, d, nc, acc, out, pf, npf, R, S, K);                                           \
+    }
+#define TILE_FNS(S, K)                                                                             \
+    TILE_FN(1, S, K) TILE_FN(2, S, K) TILE_FN(3, S, K) TILE_FN(4, S, K) TILE_FN(5, S, K)           \
+        TILE_FN(6, S, K)
+TILE_FNS(1, 0)
+TILE_FNS(2, 0)
+TILE_FNS(1, 3)
+TILE_FNS(2, 3)
+#define TILE_ROW(S, K)                                                                             \
+    {tile_1_##S##_##K, tile_2_##S##_##K, tile_3_##S##_##K,                                         \
+     tile_4_##S##_##K, tile_5_##S##_##K, tile_6_##S##_##K}
+static const tile_fn k_tiles[2][2][RMAX] = {{TILE_ROW(1, 0), TILE_ROW(1, 3)},
+                                            {TILE_ROW(2, 0), TILE_ROW(2, 3)}};
 
 /* one tile of R outputs at stride S (3x3 kernels unrolled; a 7-wide unroll measured slower) */
-__attribute__((target("avx512f"))) static void tile_any(const float *xb, const float *wb,
-                                                        const pgeom *d, int64_t nc, bool acc,
-                                                        float *out, const char *pf, int64_t npf,
-                                                        int R, int S) {
+static void tile_any(const float *xb, const float *wb, const pgeom *d, int64_t nc, bool acc,
+                     float *out, const char *pf, int64_t npf, int R, int S) {
     const bool k3 = d->KH == 3 && d->KW == 3 && d->dh == 1 && d->dw == 1;
-    switch (R) {
-        TILE_CASE(1)
-        TILE_CASE(2)
-        TILE_CASE(3)
-        TILE_CASE(4)
-        TILE_CASE(5)
-        TILE_CASE(6)
-    default: break;
-    }
+    k_tiles[S - 1][k3][R - 1](xb, wb, d, nc, acc, out, pf, npf);
 }
 
-/* y[o][r0 * OW + j] = buf[j][o - 64 ob] + bias[o] (relu'd) for the block's channels and
- * j < n: each channel's run of n outputs is gathered from buf 16 at a time and stored whole */
+/* y[o][r0 * OW + j] = buf[j][o - 64 ob] + bias[o] (+ the residual, then relu'd) for the
+ * block's channels and j < n: each channel's run of n outputs is gathered from buf 16 at a time
+ * and stored whole. rn: the image's residual (NULL: none). */
 __attribute__((target("avx512f"))) static void store(const float *buf, const float *bias,
-                                                     float *yn, const pgeom *d, int64_t ob,
-                                                     int64_t r0, int64_t n) {
+                                                     const float *rn, float *yn, const pgeom *d,
+                                                     int64_t ob, int64_t r0, int64_t n) {
     const int64_t P = d->OH * d->OW, o1 = (ob + 1) * OCB < d->O ? (ob + 1) * OCB : d->O;
     const __m512i idx = _mm512_mullo_epi32(
         _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(OCB));
@@ -168,6 +168,7 @@ __attribute__((target("avx512f"))) static void store(const float *buf, const flo
             __mmask16 m = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
             __m512 v = _mm512_add_ps(
                 _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, src + j * OCB, 4), bv);
+            if (rn) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, rn + o * P + r0 * d->OW + j));
             if (d->relu) /* the relu op's formula: x > 0 ? x : (NaN ? x : 0) */
                 v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NLE_UQ), v);
             _mm512_mask_storeu_ps(yr + j, m, v);
@@ -180,8 +181,8 @@ __attribute__((target("avx512f"))) static void store(const float *buf, const flo
  * floats, stay in L1 while every tile of the band uses them, across images; partial sums wait in
  * buf, [position][64]), then bias, relu and the store, a contiguous run per channel row and
  * image. xps: the group's padded images, PS * C apart; y0: the group's first output image. */
-static void item(const float *xps, const float *wp, const float *bias, float *y0, const pgeom *d,
-                 int64_t ob, int64_t v0, int64_t v1, float *buf) {
+static void item(const float *xps, const float *wp, const float *bias, const float *res0,
+                 float *y0, const pgeom *d, int64_t ob, int64_t v0, int64_t v1, float *buf) {
     const int64_t ntiles = (v1 - v0) * d->nseg, per = d->C * d->PS;
     for (int64_t c0 = 0; c0 < d->C; c0 += d->cc) {
         const int64_t nc = c0 + d->cc < d->C ? d->cc : d->C - c0;
@@ -205,7 +206,8 @@ static void item(const float *xps, const float *wp, const float *bias, float *y0
     const int64_t ys = d->O * d->OH * d->OW;
     for (int64_t v = v0; v < v1;) { /* one run per image */
         int64_t n = v / d->OH, e = (n + 1) * d->OH < v1 ? (n + 1) * d->OH : v1;
-        store(buf + (v - v0) * d->OW * OCB, bias, y0 + n * ys, d, ob, v % d->OH, (e - v) * d->OW);
+        store(buf + (v - v0) * d->OW * OCB, bias, res0 ? res0 + n * ys : NULL, y0 + n * ys, d, ob,
+              v % d->OH, (e - v) * d->OW);
         v = e;
     }
 }
@@ -231,8 +233,8 @@ static void pad_channel(const float *xn, float *xp, const pgeom *d, int64_t c) {
 
 /* images [n0, n0 + gn): padded copies (channels over the threads), then the work items (block
  * ob, band of stacked rows) over the threads; bufs: a band buffer per thread */
-static void group(const float *x, const float *wp, const float *bias, float *y, float *xps,
-                  float *bufs, const pgeom *d, int64_t n0, int64_t gn, int nth) {
+static void group(const float *x, const float *wp, const float *bias, const float *res, float *y,
+                  float *xps, float *bufs, const pgeom *d, int64_t n0, int64_t gn, int nth) {
     const int64_t rows = gn * d->OH, nband = (rows + d->band - 1) / d->band;
     const int64_t items = d->OB * nband, xs = d->C * d->H * d->W, per = d->C * d->PS;
     const float *xg = d->inplace ? x + n0 * xs : xps;
@@ -248,13 +250,14 @@ static void group(const float *x, const float *wp, const float *bias, float *y, 
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; it++) {
             int64_t v0 = it % nband * d->band, v1 = v0 + d->band < rows ? v0 + d->band : rows;
-            item(xg, wp, bias, y + n0 * d->O * d->OH * d->OW, d, it / nband, v0, v1, buf);
+            const int64_t off = n0 * d->O * d->OH * d->OW;
+            item(xg, wp, bias, res ? res + off : NULL, y + off, d, it / nband, v0, v1, buf);
         }
     }
 }
 
-bool kn__conv_packed_fwd(const float *x, const float *wp, const float *b, float *y,
-                         const kn_conv_geom *g) {
+bool kn__conv_packed_fwd(const float *x, const float *wp, const float *b, const float *res,
+                         float *y, const kn_conv_geom *g) {
     if (!kn__conv_packed_supported(g)) return false;
     pgeom *d = kn__scratch_get(sizeof *d);
     if (!d) {
@@ -314,7 +317,7 @@ bool kn__conv_packed_fwd(const float *x, const float *wp, const float *b, float 
     float *bufs = (float *)(((uintptr_t)scr + 63) & ~(uintptr_t)63); /* nth band buffers */
     float *xps = bufs + bufn * (size_t)nth;                           /* padded images */
     for (int64_t n0 = 0; n0 < g->N; n0 += gn)
-        group(x, wp, b, y, xps, bufs, d, n0, n0 + gn < g->N ? gn : g->N - n0, nth);
+        group(x, wp, b, res, y, xps, bufs, d, n0, n0 + gn < g->N ? gn : g->N - n0, nth);
     kn__scratch_put(scr);
     kn__scratch_put(d);
     return true;
