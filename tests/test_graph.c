@@ -27,12 +27,35 @@ static void plan_text(kn_graph *g, int64_t batch, char *buf, size_t n) {
     fclose(f);
 }
 
+/* signatures and op histogram of g as text */
+static void graph_text(kn_graph *g, char *buf, size_t n) {
+    memset(buf, 0, n);
+    FILE *f = fmemopen(buf, n - 1, "w");
+    KT_OK(kn_graph_print(g, f, false, 0));
+    fclose(f);
+}
+
 static kn_tensor *eager_eval(kn_module *m, kn_tensor *x) {
     kn_module_train(m, false);
     bool prev = kn_no_grad_begin();
     kn_tensor *y = kn_module_forward(m, x);
     kn_no_grad_end(prev);
     return y;
+}
+
+/* a frozen graph of m at several batch sizes: eager's results within the tolerance, and no
+ * allocation once a batch size's plan exists (shape: the input's, dim 0 overwritten) */
+static void check_frozen(kn_graph *g, kn_module *m, int64_t *shape, const int64_t *batches,
+                         int nb, double atol, double rtol) {
+    for (int i = 0; i < nb; i++) {
+        shape[0] = batches[i];
+        kn_tensor *xi = kn_randn(KN_F32, 4, shape), *y = NULL;
+        KT_EQ_INT(1, kn_graph_run(g, &xi, 1, &y, 1));
+        KT_CLOSE(y, eager_eval(m, xi), atol, rtol);
+        uint64_t before = kn__alloc_count();
+        KT_OK(kn_graph_run_into(g, &xi, 1, &y, 1));
+        KT_EQ_INT(0, kn__alloc_count() - before);
+    }
 }
 
 static void check_module(kn_module *m, int64_t c, int64_t h, int64_t w) {
@@ -129,26 +152,13 @@ static void test_prepack(void) {
     kn_graph *g = kn_trace_module(m, x);
     KT_NOTNULL(g);
     KT_OK(kn_graph_compile(g, &(kn_compile_opts){.freeze = true}));
-    char buf[8192] = "";
-    FILE *f = fmemopen(buf, sizeof buf - 1, "w");
-    KT_OK(kn_graph_print(g, f, false, 0));
-    fclose(f);
+    char buf[8192];
+    graph_text(g, buf, sizeof buf);
     bool packed = strstr(buf, "linear_packed") != NULL;
     KT_TRUE(packed == kn__sgemm_packed_available());
-    int64_t batches[3] = {1, 13, 64};
-    for (int i = 0; i < 3; i++) {
-        shape[0] = batches[i];
-        kn_tensor *xi = kn_randn(KN_F32, 4, shape), *y = NULL;
-        KT_EQ_INT(1, kn_graph_run(g, &xi, 1, &y, 1));
-        KT_CLOSE(y, eager_eval(m, xi), 1e-5, 1e-4);
-        uint64_t before = kn__alloc_count();
-        KT_OK(kn_graph_run_into(g, &xi, 1, &y, 1));
-        KT_EQ_INT(0, kn__alloc_count() - before);
-    }
+    check_frozen(g, m, shape, (int64_t[]){1, 13, 64}, 3, 1e-5, 1e-4);
     KT_OK(kn_graph_compile(g, &(kn_compile_opts){.freeze = true, .disable = KN_PASS_PREPACK}));
-    f = fmemopen(buf, sizeof buf - 1, "w");
-    KT_OK(kn_graph_print(g, f, false, 0));
-    fclose(f);
+    graph_text(g, buf, sizeof buf);
     KT_TRUE(strstr(buf, "linear_packed") == NULL);
     kn_graph_free(g);
     kn_module_free(m);
@@ -199,29 +209,13 @@ static void test_prepack_conv(void) {
     kn_graph *g = kn_trace_module(m, x);
     KT_NOTNULL(g);
     KT_OK(kn_graph_compile(g, &(kn_compile_opts){.freeze = true}));
-    char buf[16384] = "";
-    FILE *f = fmemopen(buf, sizeof buf - 1, "w");
-    KT_OK(kn_graph_print(g, f, false, 0));
-    fclose(f);
-    int npacked = 0;
-    for (const char *q = buf; (q = strstr(q, "conv2d_packed")); q++)
-        npacked++;
-    KT_TRUE(npacked > 0 || !kn__has_avx512f());
+    char buf[16384];
+    graph_text(g, buf, sizeof buf);
+    KT_TRUE(strstr(buf, "conv2d_packed") != NULL || !kn__has_avx512f());
     KT_TRUE(strstr(buf, "  conv2d ") != NULL); /* the grouped layer stays (histogram line) */
-    int64_t batches[3] = {1, 2, 5};
-    for (int i = 0; i < 3; i++) {
-        shape[0] = batches[i];
-        kn_tensor *xi = kn_randn(KN_F32, 4, shape), *y = NULL;
-        KT_EQ_INT(1, kn_graph_run(g, &xi, 1, &y, 1));
-        KT_CLOSE(y, eager_eval(m, xi), 1e-4, 1e-4);
-        uint64_t before = kn__alloc_count();
-        KT_OK(kn_graph_run_into(g, &xi, 1, &y, 1));
-        KT_EQ_INT(0, kn__alloc_count() - before);
-    }
+    check_frozen(g, m, shape, (int64_t[]){1, 2, 5}, 3, 1e-4, 1e-4);
     KT_OK(kn_graph_compile(g, &(kn_compile_opts){.freeze = true, .disable = KN_PASS_PREPACK}));
-    f = fmemopen(buf, sizeof buf - 1, "w");
-    KT_OK(kn_graph_print(g, f, false, 0));
-    fclose(f);
+    graph_text(g, buf, sizeof buf);
     KT_TRUE(strstr(buf, "conv2d_packed") == NULL);
     kn_graph_free(g);
     kn_module_free(m);
@@ -260,10 +254,8 @@ static void test_residual_fusion(void) {
     KT_NOTNULL(ref);
     KT_OK(kn_graph_compile(g, &(kn_compile_opts){.freeze = true}));
     KT_OK(kn_graph_compile(ref, &(kn_compile_opts){.freeze = true, .disable = KN_PASS_RESIDUAL}));
-    char buf[8192] = "";
-    FILE *f = fmemopen(buf, sizeof buf - 1, "w");
-    KT_OK(kn_graph_print(g, f, false, 0));
-    fclose(f);
+    char buf[8192];
+    graph_text(g, buf, sizeof buf);
     if (kn__has_avx512f()) {
         KT_TRUE(strstr(buf, "  add ") == NULL);  /* both adds folded */
         KT_TRUE(strstr(buf, "  relu ") == NULL); /* and the block's relus */
