@@ -126,6 +126,9 @@ bool kn__conv_b16_bwd_weight(const float *x, const float *gy, float *gw, const k
 int64_t kn__conv_packed_size(int64_t O, int64_t C, int64_t KH, int64_t KW);
 void kn__conv_pack_w(const float *w, int64_t O, int64_t C, int64_t KH, int64_t KW, float *wp);
 bool kn__conv_packed_supported(const kn_conv_geom *g);
+/* output size in bytes above which kn__conv_packed_fwd streams its stores past the caches
+ * (tests lower it; not thread-safe to change while convolutions run) */
+extern double kn__conv_stream_bytes;
 bool kn__conv_packed_fwd(const float *x, const float *wp, const float *b, const float *res,
                          float *y, const kn_conv_geom *g);
 
