@@ -2,8 +2,8 @@
  * padding semantics ('same' with even kernels, ceil_mode, count_include_pad), fast (im2col +
  * GEMM) vs direct reference kernels over a grid of strides/pads/dilations/groups, thread-count
  * independence, f64 gradient checks (first and second order) and error messages. */
-#include "kn_test.h"
 #include "kernels/conv.h"
+#include "kn_test.h"
 #include "ops/op_impl.h"
 
 #define RUN(fn)                                                                                    \
@@ -237,7 +237,8 @@ static void test_conv2d_packed(void) {
                 if (relu) yc = kn_relu(yc);
                 KT_NOTNULL(y1);
                 KT_NOTNULL(yc);
-                if (kt_tensor_close("threads", y2, y1, 0, 0)) KT_FAIL("case %zu: 1 vs 2 threads", i);
+                if (kt_tensor_close("threads", y2, y1, 0, 0))
+                    KT_FAIL("case %zu: 1 vs 2 threads", i);
                 if (kt_tensor_close("packed ref", y1, yr, 1e-6, 1e-6)) KT_FAIL("case %zu", i);
                 if (kt_tensor_close("conv2d", y1, yc, 2e-4, 2e-4)) KT_FAIL("case %zu vs conv2d", i);
             }
@@ -254,7 +255,8 @@ static void test_conv2d_packed(void) {
     KT_ERR(KN_ESHAPE, run_op("conv2d_packed", in, 2, &a, false), "channels");
     /* a residual of the wrong shape */
     int64_t size = kn__conv_packed_size(64, 4, 3, 3);
-    kn_tensor *in3[3] = {x, kn_zeros(KN_F32, 1, &size), kn_zeros(KN_F32, 4, (int64_t[]){1, 64, 3, 4})};
+    kn_tensor *in3[3] = {x, kn_zeros(KN_F32, 1, &size),
+                         kn_zeros(KN_F32, 4, (int64_t[]){1, 64, 3, 4})};
     kn_attrs_set_ints(&a, "weight_shape", (int64_t[]){64, 4, 3, 3}, 4);
     kn_attrs_set_int(&a, "residual", 1);
     KT_ERR(KN_ESHAPE, run_op("conv2d_packed", in3, 3, &a, false), "residual");

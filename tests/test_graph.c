@@ -45,8 +45,8 @@ static kn_tensor *eager_eval(kn_module *m, kn_tensor *x) {
 
 /* a frozen graph of m at several batch sizes: eager's results within the tolerance, and no
  * allocation once a batch size's plan exists (shape: the input's, dim 0 overwritten) */
-static void check_frozen(kn_graph *g, kn_module *m, int64_t *shape, const int64_t *batches,
-                         int nb, double atol, double rtol) {
+static void check_frozen(kn_graph *g, kn_module *m, int64_t *shape, const int64_t *batches, int nb,
+                         double atol, double rtol) {
     for (int i = 0; i < nb; i++) {
         shape[0] = batches[i];
         kn_tensor *xi = kn_randn(KN_F32, 4, shape), *y = NULL;
@@ -198,9 +198,13 @@ static void test_prepack_conv(void) {
     kn_manual_seed(8);
     kn_conv_opts stem = {.stride = {2, 2}, .padding = {3, 3}}, p1 = {.padding = {1, 1}},
                  s2 = {.stride = {2, 2}}, grp = {.padding = {1, 1}, .groups = 4};
-    kn_module *mods[] = {kn_nn_conv2d(3, 32, 7, 7, &stem, false), kn_nn_batchnorm2d(32, 1e-5, 0.1),
-                         kn_nn_relu(), kn_nn_conv2d(32, 64, 3, 3, &p1, true), kn_nn_relu(),
-                         kn_nn_conv2d(64, 96, 1, 1, &s2, true), kn_nn_conv2d(96, 96, 3, 3, &grp, true),
+    kn_module *mods[] = {kn_nn_conv2d(3, 32, 7, 7, &stem, false),
+                         kn_nn_batchnorm2d(32, 1e-5, 0.1),
+                         kn_nn_relu(),
+                         kn_nn_conv2d(32, 64, 3, 3, &p1, true),
+                         kn_nn_relu(),
+                         kn_nn_conv2d(64, 96, 1, 1, &s2, true),
+                         kn_nn_conv2d(96, 96, 3, 3, &grp, true),
                          kn_nn_relu()};
     kn_module *m = kn_nn_sequential(mods, 8);
     int64_t shape[4] = {2, 3, 30, 27};
@@ -380,7 +384,7 @@ static void test_profile(void) {
     /* rows are slowest first: the ms/run column never increases */
     double prev = 1e30;
     int rows = 0;
-    for (char *line = strstr(buf, "\n  ") ; line; line = strstr(line + 1, "\n  ")) {
+    for (char *line = strstr(buf, "\n  "); line; line = strstr(line + 1, "\n  ")) {
         int node;
         char op[64];
         double ms;

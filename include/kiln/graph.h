@@ -79,7 +79,7 @@ enum {
     KN_PASS_UPDATE_FUSE = 1 << 9,  /* a weight-gradient GEMM is applied block by block */
     KN_PASS_PREPACK = 1 << 10,     /* f32 linear weights packed once for the GEMM (freeze only) */
     KN_PASS_INTEROP = 1 << 11,     /* independent heavy nodes run side by side, a thread each */
-    KN_PASS_RESIDUAL = 1 << 12, /* relu(add(packed conv, shortcut)) -> one node (freeze only) */
+    KN_PASS_RESIDUAL = 1 << 12,    /* relu(add(packed conv, shortcut)) -> one node (freeze only) */
     KN_PASS_ALL = 0x1fff,
 };
 typedef struct kn_compile_opts {

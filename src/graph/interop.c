@@ -24,12 +24,12 @@
  */
 #include "graph/graph_impl.h"
 
-#define INTEROP_MAX_WINDOW 8        /* nodes per window */
-#define INTEROP_MIN_SAVING 1e6 /* estimated saving per window, about 15 us */
-#define INTEROP_ELEMENT_COST 12.0   /* a moved element costs about 12 multiply-adds */
-#define INTEROP_SPEEDUP 1.6         /* two threads vs one on convolutions and memory-bound ops */
-#define INTEROP_BWD_INPUT 1.25 /* its kernels also multiply the padding (LeNet: 156 vs 130 us) */
-#define INTEROP_GEMM_2T 30e6   /* a GEMM this large (multiply-adds) runs 2x on two threads */
+#define INTEROP_MAX_WINDOW 8      /* nodes per window */
+#define INTEROP_MIN_SAVING 1e6    /* estimated saving per window, about 15 us */
+#define INTEROP_ELEMENT_COST 12.0 /* a moved element costs about 12 multiply-adds */
+#define INTEROP_SPEEDUP 1.6       /* two threads vs one on convolutions and memory-bound ops */
+#define INTEROP_BWD_INPUT 1.25    /* its kernels also multiply the padding (LeNet: 156 vs 130 us) */
+#define INTEROP_GEMM_2T 30e6      /* a GEMM this large (multiply-adds) runs 2x on two threads */
 
 static double numel(const int64_t *s, int nd) {
     double n = 1;

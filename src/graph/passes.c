@@ -368,13 +368,23 @@ static int prepack_conv(kn_graph *g, int i) {
         w->shape[0] < 32 || (n->nin > 2 && g->vals[n->in[2]].kind != GV_WEIGHT))
         return 0;
     int64_t s[4], d[4], p[4];
-    int ns = kn__attr_ints(&n->attrs, "stride", s, 2), nd = kn__attr_ints(&n->attrs, "dilation", d, 2),
+    int ns = kn__attr_ints(&n->attrs, "stride", s, 2),
+        nd = kn__attr_ints(&n->attrs, "dilation", d, 2),
         np = kn__attr_ints(&n->attrs, "pads", p, 4);
-    kn_conv_geom cg = {.N = 1, .C = w->shape[1], .O = w->shape[0], .KH = w->shape[2],
-                       .KW = w->shape[3], .G = kn__attr_int(&n->attrs, "groups", 1),
-                       .sh = ns > 0 ? s[0] : 1, .sw = ns > 0 ? s[ns - 1] : 1,
-                       .dh = nd > 0 ? d[0] : 1, .dw = nd > 0 ? d[nd - 1] : 1,
-                       .pt = np > 0 ? p[0] : 0, .pl = np == 4 ? p[1] : np > 0 ? p[np - 1] : 0};
+    kn_conv_geom cg = {.N = 1,
+                       .C = w->shape[1],
+                       .O = w->shape[0],
+                       .KH = w->shape[2],
+                       .KW = w->shape[3],
+                       .G = kn__attr_int(&n->attrs, "groups", 1),
+                       .sh = ns > 0 ? s[0] : 1,
+                       .sw = ns > 0 ? s[ns - 1] : 1,
+                       .dh = nd > 0 ? d[0] : 1,
+                       .dw = nd > 0 ? d[nd - 1] : 1,
+                       .pt = np > 0 ? p[0] : 0,
+                       .pl = np == 4  ? p[1]
+                             : np > 0 ? p[np - 1]
+                                      : 0};
     if (cg.C != x->shape[1] || !kn__conv_packed_supported(&cg)) return 0;
     int64_t size = kn__conv_packed_size(cg.O, cg.C, cg.KH, cg.KW);
     kn_tensor *wc = kn__contig(w->data);
@@ -452,8 +462,8 @@ kn_status kn__g_fuse_residuals(kn_graph *g) {
         }
         const int j2 = only_reader(g, v); /* the add, wherever it is now */
         int out = g->nodes[j2].out[0], k = only_reader(g, out);
-        bool relu = k >= 0 && is_op(&g->nodes[k], "relu") &&
-                    g->vals[g->nodes[k].out[0]].dtype == KN_F32;
+        bool relu =
+            k >= 0 && is_op(&g->nodes[k], "relu") && g->vals[g->nodes[k].out[0]].dtype == KN_F32;
         int *in = kn__realloc(n->in, sizeof(int) * (size_t)(n->nin + 1));
         if (!in) return kn_last_status();
         n->in = in;

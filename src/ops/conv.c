@@ -866,8 +866,9 @@ static kn_status packed_infer(kn_opctx *c) {
                        kn__shape_str(s1, sizeof s1, 4, x->shape), (long long)ws[1]);
     if (wp->ndim != 1 || (double)ws[0] * ws[1] * ws[2] * ws[3] > 1e15 ||
         wp->shape[0] != kn__conv_packed_size(ws[0], ws[1], ws[2], ws[3]))
-        return kn__err(KN_ESHAPE, "conv2d_packed: packed weight %s does not hold (%lld, %lld, "
-                                  "%lld, %lld)",
+        return kn__err(KN_ESHAPE,
+                       "conv2d_packed: packed weight %s does not hold (%lld, %lld, "
+                       "%lld, %lld)",
                        kn__shape_str(s1, sizeof s1, wp->ndim, wp->shape), (long long)ws[0],
                        (long long)ws[1], (long long)ws[2], (long long)ws[3]);
     const int res = kn__attr_int(c->attrs, "residual", 0) != 0;
@@ -1617,12 +1618,19 @@ static const kn_opdef op_global = {
 
 /* ====================================================================== registry, public API */
 
-const kn_opdef *const kn__ops_conv[] = {
-    &op_conv2d,           &op_conv2d_bwd_input, &op_conv2d_bwd_weight,
-    &op_conv_transpose2d, &op_maxpool,          &op_maxpool_bwd,
-    &op_avgpool,          &op_avgpool_bwd,      &op_adaptive,
-    &op_adaptive_bwd,     &op_global,           &kn__op_conv2d_packed,
-    NULL};
+const kn_opdef *const kn__ops_conv[] = {&op_conv2d,
+                                        &op_conv2d_bwd_input,
+                                        &op_conv2d_bwd_weight,
+                                        &op_conv_transpose2d,
+                                        &op_maxpool,
+                                        &op_maxpool_bwd,
+                                        &op_avgpool,
+                                        &op_avgpool_bwd,
+                                        &op_adaptive,
+                                        &op_adaptive_bwd,
+                                        &op_global,
+                                        &kn__op_conv2d_packed,
+                                        NULL};
 
 static int64_t or1(int64_t v) {
     return v == 0 ? 1 : v;

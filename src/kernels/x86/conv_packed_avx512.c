@@ -6,19 +6,32 @@
  * Why a second direct kernel: conv_avx512.c vectorises over output positions of one channel, so
  * small images waste its 48-wide tiles (ResNet's 7x7 layers: 63 padded positions in two tiles of
  * 48) and it packs the weights on every call (2.4 MB for a 256-channel 3x3 layer); it only does
- * stride 1. Here a vector holds 16 output channels: a tile is 64 channels x R (<= 6) consecutive
- * outputs of one row in 4 x R zmm accumulators; for every (c, kh, kw) it loads 4 weight vectors
- * and broadcasts R input values (R x stride apart in the zero-padded input row), 4 x R FMAs. The
- * whole reduction runs in registers: the 64-channel weight block (64 x C*KH*KW floats, 1.2 MB for
- * 512x3x3 inputs) stays in L2 while the tiles of a block run one after the other. Any stride and
- * dilation, groups 1 (ResNet's stride-2 layers and its 7x7 stem too).
+ * stride 1. Here a vector holds 16 output channels.
+ *
+ * Structure, inside out:
+ * - tile: 64 channels x R (<= 6) consecutive outputs of one row in 4 x R zmm accumulators; for
+ *   every (c, kh, kw) it loads 4 weight vectors and broadcasts R input values (R x stride apart
+ *   in the zero-padded input row): 4 x R FMAs. 3x3 kernels have their nine taps unrolled. One
+ *   function per tile shape (gcc spilled accumulators when they shared one).
+ * - item: one 64-channel block x a band of output rows (about 256 outputs, possibly from several
+ *   images): input channels in chunks whose weights (64 x 160 floats, 40 KB) stay in L1 while
+ *   every tile of the band uses them, partial sums waiting in a band buffer ([position][64]);
+ *   the next chunk's weights are prefetched into L2 meanwhile. Then the store: bias, the
+ *   residual (conv2d_packed's "residual" input), relu, gathered from the buffer 16 outputs at a
+ *   time into contiguous runs of each channel row; outputs over 32 MB in all are streamed past
+ *   the caches.
+ * - group: as many images as have padded copies within 2 MB; their copies are made, then their
+ *   items run over the threads, block-major (a thread's items share a weight block). A layer
+ *   without top/left padding reads its input directly; a strided 1x1 layer gets a packed copy
+ *   of the pixels it reads and runs at stride 1.
  *
  * Packed layout: [O/64 blocks][C][KH][KW][64], zeros for channels >= O.
  *
  * Numerics: each output is 0, then + w * x for (c, kh, kw) ascending with fused multiply-adds
- * (padding included as zeros), then + bias, then + the residual if given, then relu if asked: the order of conv_avx512.c's
- * kernel, so stride-1 results equal it bit for bit, and another order than im2col + GEMM (within
- * the conv tolerance). One thread computes each output: results do not depend on the thread count.
+ * (padding included as zeros), then + bias, then + the residual if given, then relu if asked:
+ * the order of conv_avx512.c's kernel, so stride-1 results equal it bit for bit, and another
+ * order than im2col + GEMM (within the conv tolerance). One thread computes each output:
+ * results do not depend on the thread count.
  */
 #include <immintrin.h>
 #include <omp.h>
@@ -28,7 +41,7 @@
 #include "core/core_impl.h"
 #include "kernels/conv.h"
 
-#define OCB 64    /* output channels per packed block (4 vectors) */
+#define OCB 64 /* output channels per packed block (4 vectors) */
 #define RMAX 6 /* outputs per tile: 4 x 6 accumulators (at 7 gcc spills one of the 28) */
 #define MAX_TAPS 1024
 #define CHUNK_K 160 /* (channel, tap) steps per chunk: 64 x 160 weights = 40 KB, in L1 */
@@ -41,8 +54,8 @@ typedef struct {
     bool inplace; /* no padding needed: the kernel reads the input itself (Hp = H, Wp = W) */
     int64_t sub_h, sub_w; /* > 0: a strided 1x1 layer; its copy keeps only every sub_h-th row and
                              sub_w-th column, and the kernel runs it at stride 1 */
-    int64_t band; /* output rows per work item */
-    bool stream;  /* the output is much larger than the caches: stores bypass them */
+    int64_t band;         /* output rows per work item */
+    bool stream;          /* the output is much larger than the caches: stores bypass them */
     bool relu;
     int64_t taps;
     int32_t toff[MAX_TAPS]; /* offset of tap (kh, kw) in a padded channel */
@@ -138,15 +151,17 @@ typedef void (*tile_fn)(const float *, const float *, const pgeom *, int64_t, bo
         tile(xb, wb, d, nc, acc, out, pf, npf, R, S, K);                                           \
     }
 #define TILE_FNS(S, K)                                                                             \
-    TILE_FN(1, S, K) TILE_FN(2, S, K) TILE_FN(3, S, K) TILE_FN(4, S, K) TILE_FN(5, S, K)           \
-        TILE_FN(6, S, K)
+    TILE_FN(1, S, K)                                                                               \
+    TILE_FN(2, S, K) TILE_FN(3, S, K) TILE_FN(4, S, K) TILE_FN(5, S, K) TILE_FN(6, S, K)
 TILE_FNS(1, 0)
 TILE_FNS(2, 0)
 TILE_FNS(1, 3)
 TILE_FNS(2, 3)
 #define TILE_ROW(S, K)                                                                             \
-    {tile_1_##S##_##K, tile_2_##S##_##K, tile_3_##S##_##K,                                         \
-     tile_4_##S##_##K, tile_5_##S##_##K, tile_6_##S##_##K}
+    {                                                                                              \
+        tile_1_##S##_##K, tile_2_##S##_##K, tile_3_##S##_##K, tile_4_##S##_##K, tile_5_##S##_##K,  \
+            tile_6_##S##_##K                                                                       \
+    }
 static const tile_fn k_tiles[2][2][RMAX] = {{TILE_ROW(1, 0), TILE_ROW(1, 3)},
                                             {TILE_ROW(2, 0), TILE_ROW(2, 3)}};
 
@@ -164,8 +179,9 @@ __attribute__((target("avx512f"))) static void store(const float *buf, const flo
                                                      const float *rn, float *yn, const pgeom *d,
                                                      int64_t ob, int64_t r0, int64_t n) {
     const int64_t P = d->OH * d->OW, o1 = (ob + 1) * OCB < d->O ? (ob + 1) * OCB : d->O;
-    const __m512i idx = _mm512_mullo_epi32(
-        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(OCB));
+    const __m512i idx =
+        _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                           _mm512_set1_epi32(OCB));
     for (int64_t o = ob * OCB; o < o1; o++) {
         const __m512 bv = _mm512_set1_ps(bias ? bias[o] : 0.0f);
         const float *src = buf + (o - ob * OCB);
@@ -196,8 +212,8 @@ __attribute__((target("avx512f"))) static void store(const float *buf, const flo
  * floats, stay in L1 while every tile of the band uses them, across images; partial sums wait in
  * buf, [position][64]), then bias, relu and the store, a contiguous run per channel row and
  * image. xps: the group's padded images, PS * C apart; y0: the group's first output image. */
-static void item(const float *xps, const float *wp, const float *bias, const float *res0,
-                 float *y0, const pgeom *d, int64_t ob, int64_t v0, int64_t v1, float *buf) {
+static void item(const float *xps, const float *wp, const float *bias, const float *res0, float *y0,
+                 const pgeom *d, int64_t ob, int64_t v0, int64_t v1, float *buf) {
     const int64_t ntiles = (v1 - v0) * d->nseg, per = d->C * d->PS;
     for (int64_t c0 = 0; c0 < d->C; c0 += d->cc) {
         const int64_t nc = c0 + d->cc < d->C ? d->cc : d->C - c0;
@@ -279,9 +295,21 @@ bool kn__conv_packed_fwd(const float *x, const float *wp, const float *b, const 
         kn_clear_error();
         return false;
     }
-    *d = (pgeom){.C = g->C, .H = g->H, .W = g->W, .O = g->O, .OH = g->OH, .OW = g->OW,
-                 .KH = g->KH, .KW = g->KW, .sh = g->sh, .sw = g->sw, .dh = g->dh, .dw = g->dw,
-                 .pt = g->pt, .pl = g->pl, .relu = g->relu};
+    *d = (pgeom){.C = g->C,
+                 .H = g->H,
+                 .W = g->W,
+                 .O = g->O,
+                 .OH = g->OH,
+                 .OW = g->OW,
+                 .KH = g->KH,
+                 .KW = g->KW,
+                 .sh = g->sh,
+                 .sw = g->sw,
+                 .dh = g->dh,
+                 .dw = g->dw,
+                 .pt = g->pt,
+                 .pl = g->pl,
+                 .relu = g->relu};
     d->Hp = (d->OH - 1) * d->sh + (d->KH - 1) * d->dh + 1;
     d->Wp = (d->OW - 1) * d->sw + (d->KW - 1) * d->dw + 1;
     /* without top/left padding and inside the image (1x1 layers): no padded copy */
@@ -320,18 +348,18 @@ bool kn__conv_packed_fwd(const float *x, const float *wp, const float *b, const 
     const size_t per = (size_t)(d->C * d->PS), bufn = (size_t)(d->band * d->OW * OCB);
     int64_t gn = (int64_t)(GROUP_BYTES / (per * sizeof(float) + 1));
     gn = gn < 1 ? 1 : gn > g->N ? g->N : gn;
-    float *scr = g->N > 0 && (double)d->C * (double)d->PS < 1e9
-                     ? kn__scratch_get((bufn * (size_t)nth + (d->inplace ? 0 : per * (size_t)gn)) *
-                                           sizeof(float) +
-                                       64)
-                     : NULL;
+    float *scr =
+        g->N > 0 && (double)d->C * (double)d->PS < 1e9
+            ? kn__scratch_get(
+                  (bufn * (size_t)nth + (d->inplace ? 0 : per * (size_t)gn)) * sizeof(float) + 64)
+            : NULL;
     if (!scr) {
         kn_clear_error();
         kn__scratch_put(d);
         return g->N == 0;
     }
     float *bufs = (float *)(((uintptr_t)scr + 63) & ~(uintptr_t)63); /* nth band buffers */
-    float *xps = bufs + bufn * (size_t)nth;                           /* padded images */
+    float *xps = bufs + bufn * (size_t)nth;                          /* padded images */
     for (int64_t n0 = 0; n0 < g->N; n0 += gn)
         group(x, wp, b, res, y, xps, bufs, d, n0, n0 + gn < g->N ? gn : g->N - n0, nth);
     kn__scratch_put(scr);

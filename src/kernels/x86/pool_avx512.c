@@ -127,15 +127,15 @@ bool kn__maxpool2x2_bwd_rows_avx512(const float *x, const float *gy, float *gx, 
     return true;
 }
 
-__attribute__((target("avx512f"))) static void maxpool_s2_interior(const float *x, float *y,
-                                                                   const kn_pool_geom *p,
-                                                                   int64_t lo, int64_t hi) {
+__attribute__((target("avx512f"))) static void
+maxpool_s2_interior(const float *x, float *y, const kn_pool_geom *p, int64_t lo, int64_t hi) {
     const __m512i even =
         _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     for (int64_t oh = 0; oh < p->OH; oh++) {
         int64_t hs = oh * p->sh - p->ph, he = hs + (p->kh - 1) * p->dh + 1;
         if (he > p->H) he = p->H;
-        while (hs < 0) hs += p->dh;
+        while (hs < 0)
+            hs += p->dh;
         for (int64_t ow = lo; ow < hi; ow += 16) {
             const int64_t n = hi - ow < 16 ? hi - ow : 16; /* outputs; inputs 2n - 1 per tap */
             const __mmask16 m0 = n >= 8 ? 0xffff : (__mmask16)((1u << (2 * n - 1)) - 1);
