@@ -405,6 +405,10 @@ static void test_profile(void) {
     KT_OK(kn_graph_profile_print(g, f, 4, 2));
     fclose(f);
     KT_TRUE(strstr(buf, "1 runs)") != NULL);
+    int lines = 0; /* title, column names, then exactly `top` nodes (views are not counted) */
+    for (const char *q = buf; (q = strchr(q, '\n')); q++)
+        lines++;
+    KT_EQ_INT(4, lines);
     /* off: the next run drops the counters */
     KT_OK(kn_graph_profile(g, false));
     KT_OK(kn_graph_run_into(g, &x, 1, &y, 1));

@@ -4,8 +4,9 @@
  *
  * IR: values and nodes in arrays. A value is an input, a weight (a tensor the graph holds), or
  * output `out_index` of node `node`. Nodes are kept in topological order (every input of node i is
- * an input, a weight, or an output of a node before i). Passes never reorder; they mark nodes
- * dead, rewrite value uses, and `kn__g_compact` renumbers.
+ * an input, a weight, or an output of a node before i). Passes mostly mark nodes dead and
+ * rewrite value uses, and `kn__g_compact` renumbers; the few that move a node (early updates,
+ * the residual pass, epilogue scheduling) keep the order topological and update vals[].node.
  *
  * Symbolic batch: g->batch is the batch size at trace time (0: static). `sym` on a value marks
  * the dims that follow the batch; `sym_attr` on a node marks attribute entries proportional to
@@ -137,6 +138,11 @@ kn_status kn__g_early_updates(kn_graph *g);
 kn_status kn__g_fuse_updates(kn_graph *g);
 
 /* ---- interop.c ---- */
+/* Multiply-adds of a GEMM or convolution node (matmul, linear, linear_packed, conv2d,
+ * conv2d_packed, conv2d_backward_input/weight) from its first two inputs' and its output's
+ * shapes; -1 for other ops. The inter-op cost model and the profiler's GFLOP/s use it. */
+double kn__g_node_macs(const kn_gnode *n, const int64_t *a, int na, const int64_t *b, int nb,
+                       const int64_t *o, int no);
 /* Concurrent windows of the schedule for shapes sh/nd: win_end[s] = e > s when nodes [s, e) run
  * as two lanes (lane[k] = 0 or 1), else 0. Nothing when g->copts disables KN_PASS_INTEROP. */
 kn_status kn__g_interop(const kn_graph *g, int64_t (*sh)[KN_MAX_DIMS], const int *nd, int *win_end,

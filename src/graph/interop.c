@@ -38,6 +38,27 @@ static double numel(const int64_t *s, int nd) {
     return n;
 }
 
+static bool is_gemm(const char *op) {
+    return !strcmp(op, "matmul") || !strcmp(op, "linear") || !strcmp(op, "linear_packed");
+}
+
+double kn__g_node_macs(const kn_gnode *n, const int64_t *a, int na, const int64_t *b, int nb,
+                       const int64_t *o, int no) {
+    if (!n->op || n->nin < 2) return -1;
+    const char *op = n->op->name;
+    int64_t ws[4];
+    if (is_gemm(op) && na >= 1) return numel(o, no) * (double)a[na - 1];
+    if (!strcmp(op, "conv2d") && nb == 4) /* out x (C/G * KH * KW) */
+        return numel(o, no) * numel(&b[1], 3);
+    if (!strcmp(op, "conv2d_packed") && kn__attr_ints(&n->attrs, "weight_shape", ws, 4) == 4)
+        return numel(o, no) * numel(&ws[1], 3);
+    if (!strcmp(op, "conv2d_backward_input") && nb == 4) /* gy x (C/G * KH * KW) */
+        return numel(a, na) * numel(&b[1], 3);
+    if (!strcmp(op, "conv2d_backward_weight") && no == 4) /* gy x (C/G * KH * KW) */
+        return numel(b, nb) * numel(&o[1], 3);
+    return -1;
+}
+
 /* estimated single-thread time of node i (multiply-add equivalents); *two = its time on two
  * threads (measured here: LeNet's convolutions 1.45-1.75x faster on two threads, its pools and
  * sums about 1.6x, GEMMs of a few million multiply-adds not at all) */
@@ -46,27 +67,15 @@ static double node_work(const kn_graph *g, int i, int64_t (*sh)[KN_MAX_DIMS], co
     const kn_gnode *n = &g->nodes[i];
     *two = 0;
     if (n->op && (n->op->flags & KN_OPF_VIEW)) return 0;
-    const char *op = n->op ? n->op->name : "";
-    int o = n->out[0];
-    if (n->nin >= 2) {
-        int a = n->in[0], b = n->in[1];
-        if ((!strcmp(op, "matmul") || !strcmp(op, "linear") || !strcmp(op, "linear_packed")) &&
-            nd[a] >= 1) {
-            double w = numel(sh[o], nd[o]) * (double)sh[a][nd[a] - 1];
+    if (n->nin >= 2 && n->nout >= 1) { /* (an optimizer update has no output) */
+        int a = n->in[0], b = n->in[1], o = n->out[0];
+        double w = kn__g_node_macs(n, sh[a], nd[a], sh[b], nd[b], sh[o], nd[o]);
+        if (w >= 0 && is_gemm(n->op->name)) {
             *two = w / (1 + (w < INTEROP_GEMM_2T ? w / INTEROP_GEMM_2T : 1));
             return w;
         }
-        double w = -1;
-        if (!strcmp(op, "conv2d") && nd[b] == 4) /* out x (C/G * KH * KW) */
-            w = numel(sh[o], nd[o]) * numel(&sh[b][1], 3);
-        int64_t ws[4];
-        if (!strcmp(op, "conv2d_packed") && kn__attr_ints(&n->attrs, "weight_shape", ws, 4) == 4)
-            w = numel(sh[o], nd[o]) * numel(&ws[1], 3);
-        if (!strcmp(op, "conv2d_backward_input") && nd[b] == 4) /* gy x (C/G * KH * KW) */
-            w = numel(sh[a], nd[a]) * numel(&sh[b][1], 3) * INTEROP_BWD_INPUT;
-        if (!strcmp(op, "conv2d_backward_weight") && nd[o] == 4)
-            w = numel(sh[b], nd[b]) * numel(&sh[o][1], 3);
-        if (w >= 0) {
+        if (w >= 0) { /* convolutions */
+            if (!strcmp(n->op->name, "conv2d_backward_input")) w *= INTEROP_BWD_INPUT;
             *two = w / INTEROP_SPEEDUP;
             return w;
         }

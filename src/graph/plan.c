@@ -730,22 +730,13 @@ kn_status kn_graph_profile(kn_graph *g, bool on) {
     return KN_OK;
 }
 
-/* multiply-adds of a GEMM-like node (conv2d, linear, matmul), 0 for the others */
+/* multiply-adds of a convolution or GEMM node (interop.c's count), 0 for the others */
 static double node_macs(const kn_graph *g, const kn_plan *p, int i) {
     const kn_gnode *n = &g->nodes[i];
     if (!n->op || n->nin < 2 || n->nout < 1) return 0;
     const kn_tensor *a = p->vt[n->in[0]], *b = p->vt[n->in[1]], *y = p->vt[n->out[0]];
-    const char *op = n->op->name;
-    double out = (double)kn__numel(y->ndim, y->shape);
-    if (!strcmp(op, "conv2d") && b->ndim == 4)
-        return out * (double)(b->shape[1] * b->shape[2] * b->shape[3]);
-    int64_t ws[4];
-    if (!strcmp(op, "conv2d_packed") && kn__attr_ints(&n->attrs, "weight_shape", ws, 4) == 4)
-        return out * (double)ws[1] * (double)ws[2] * (double)ws[3];
-    if ((!strcmp(op, "linear") || !strcmp(op, "linear_packed") || !strcmp(op, "matmul")) &&
-        a->ndim >= 1)
-        return out * (double)a->shape[a->ndim - 1];
-    return 0;
+    double w = kn__g_node_macs(n, a->shape, a->ndim, b->shape, b->ndim, y->shape, y->ndim);
+    return w > 0 ? w : 0;
 }
 
 typedef struct {
@@ -785,11 +776,12 @@ kn_status kn_graph_profile_print(kn_graph *g, FILE *f, int64_t batch, int top) {
     fprintf(f, "  %4s %-20s %-20s %10s %6s %6s %8s\n", "node", "op", "output", "ms/run", "%",
             "cum%", "GFLOP/s");
     double cum = 0;
-    int shown = top > 0 && top < p->nnodes ? top : p->nnodes;
-    for (int r = 0; r < shown; r++) {
+    int shown = 0; /* views take no time and are not listed, nor counted against top */
+    for (int r = 0; r < p->nnodes && (top <= 0 || shown < top); r++) {
         int i = ord[r].node;
         const kn_gnode *n = &g->nodes[i];
         if (p->kind[i] == K_VIEW) continue;
+        shown++;
         char shape[96] = "()";
         if (n->nout > 0) {
             const kn_tensor *t = p->vt[n->out[0]];
